@@ -1,0 +1,29 @@
+"""What a call carries besides its parameters: where it came from and who made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class CallContext:
+    """Per-call facts the dispatcher and handlers need.
+
+    ``transport`` is "http", "https", "unix" or "internal"; calls over the unix socket
+    are pre-authenticated as root, as in the reference.
+    """
+
+    transport: str = "internal"
+    peer: str = ""
+    codec: str = "xml"  # "xml" | "json": which encoding cached records are built for
+    user_agent: str = ""
+    session: str = ""
+    is_superuser: bool = False
+    roles: frozenset[str] = field(default_factory=frozenset)
+    wire_name: str = ""
+    task: str = ""
+
+    @property
+    def local_root(self) -> bool:
+        """True for calls that arrive on the host's own unix socket."""
+        return self.transport == "unix"

@@ -1,0 +1,3 @@
+"""pool: behaviour beyond the generated accessors."""
+
+from __future__ import annotations

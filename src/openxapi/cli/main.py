@@ -1,0 +1,193 @@
+"""The ``openxapi`` command: ``serve`` runs the server, ``user`` manages local accounts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from openxapi import __version__
+from openxapi.auth.accounts import ROLES, AccountBook, AccountError
+from openxapi.config import Config, default_data_dir
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the XenAPI server")
+    p.add_argument("--data-dir", type=Path, default=None, help="state directory")
+    p.add_argument(
+        "--listen",
+        default=None,
+        help="address to listen on (default: all for HTTPS, loopback for plain HTTP)",
+    )
+    p.add_argument("--http-port", type=int, default=None, help="plain HTTP port (0: off)")
+    p.add_argument("--https-port", type=int, default=None, help="HTTPS port (0: off)")
+    p.add_argument("--unix-socket", type=Path, default=None, help="unix socket path")
+    p.add_argument("--backend", choices=["auto", "simulator", "qemu"], default="auto")
+    p.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM)")
+    p.add_argument("--key", type=Path, default=None, help="TLS private key (PEM)")
+    p.add_argument(
+        "--auth-fail-delay",
+        type=float,
+        default=None,
+        help="seconds a failed login waits before answering (default 5)",
+    )
+    p.add_argument(
+        "--no-durability",
+        action="store_true",
+        help="benchmarks only: keep state in memory, write nothing to disk",
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _user_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("user", help="manage local accounts")
+    p.add_argument("--data-dir", type=Path, default=None)
+    us = p.add_subparsers(dest="user_cmd", required=True)
+    add = us.add_parser("add", help="create an account")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", choices=list(ROLES), required=True)
+    add.add_argument(
+        "--password", default=None, help="password (default: $OPENXAPI_PASSWORD, else asked for)"
+    )
+    us.add_parser("list", help="list accounts")
+    rm = us.add_parser("remove", help="delete an account")
+    rm.add_argument("name")
+    pw = us.add_parser("passwd", help="set an account's password")
+    pw.add_argument("name")
+    pw.add_argument("--password", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openxapi", description="An open XenAPI server")
+    ap.add_argument("--version", action="version", version=f"openxapi {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _serve_parser(sub)
+    _user_parser(sub)
+    return ap
+
+
+def config_from(ns: argparse.Namespace) -> Config:
+    cfg = Config()
+    if ns.data_dir is not None:
+        cfg.data_dir = ns.data_dir
+    if ns.listen is not None:
+        cfg.listen = ns.listen
+    if ns.http_port is not None:
+        cfg.http_port = ns.http_port
+    if ns.https_port is not None:
+        cfg.https_port = ns.https_port
+    if ns.unix_socket is not None:
+        cfg.unix_socket = ns.unix_socket
+    cfg.backend = ns.backend
+    cfg.cert_file, cfg.key_file = ns.cert, ns.key
+    if ns.auth_fail_delay is not None:
+        cfg.auth_fail_delay = ns.auth_fail_delay
+    if ns.no_durability:
+        cfg.durable = False
+    return cfg
+
+
+def _raise_nofile_limit() -> None:
+    """Many clients mean many sockets: take the open-file limit up to its hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _serve(cfg: Config) -> int:
+    from openxapi.server.app import AlreadyRunning, App
+
+    app = App(cfg, root_password=os.environ.get("OPENXAPI_ROOT_PASSWORD") or None)
+    try:
+        await app.start()
+    except AlreadyRunning as e:
+        print(f"openxapi: {e}", file=sys.stderr)
+        return 1
+    if app.generated_password:
+        print(f"root password (shown once): {app.generated_password}", flush=True)
+    for lst in app.listeners:
+        where = lst.address if lst.kind == "unix" else f"{lst.address}:{lst.port}"
+        print(f"listening: {lst.kind} {where}", flush=True)
+    if cfg.https_port:
+        print(f"TLS certificate: {cfg.tls_cert}", flush=True)
+    print(f"openxapi ready (data directory {cfg.data_dir})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("openxapi stopping", flush=True)
+    await app.stop()
+    return 0
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _password(given: str | None, prompt: str) -> str:
+    if given:
+        return given
+    env = os.environ.get("OPENXAPI_PASSWORD")
+    if env:
+        return env
+    first = getpass.getpass(prompt)
+    if getpass.getpass("again: ") != first:
+        raise AccountError("the passwords differ")
+    return first
+
+
+def _user(ns: argparse.Namespace) -> int:
+    book = AccountBook(ns.data_dir or default_data_dir())
+    try:
+        if ns.user_cmd == "add":
+            book.add(ns.name, _password(ns.password, f"password for {ns.name}: "), ns.role)
+            print(f"added {ns.name} ({', '.join(ns.role)})")
+        elif ns.user_cmd == "list":
+            book.reload()
+            for a in book.all():
+                print(f"{a.name}\t{','.join(a.roles)}")
+        elif ns.user_cmd == "remove":
+            book.remove(ns.name)
+            print(f"removed {ns.name}")
+        elif ns.user_cmd == "passwd":
+            book.set_password(ns.name, _password(ns.password, f"new password for {ns.name}: "))
+            print(f"password changed for {ns.name}")
+    except AccountError as e:
+        print(f"openxapi: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.cmd == "serve":
+        logging.basicConfig(
+            level=logging.DEBUG if ns.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        _raise_nofile_limit()
+        cfg = config_from(ns)
+        return _run(_serve(cfg))
+    if ns.cmd == "user":
+        return _user(ns)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

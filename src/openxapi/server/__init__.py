@@ -1,0 +1,1 @@
+"""The running daemon: composition of store, API, HTTP listeners and background work."""

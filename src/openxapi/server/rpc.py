@@ -1,0 +1,96 @@
+"""The RPC endpoints: HTTP request → codec → dispatcher → codec → HTTP reply.
+
+XML-RPC on ``/``, ``/RPC2``, ``/xmlrpc`` and ``/json`` (the reference's ``/json`` is its
+XML-RPC handler); JSON-RPC on ``/jsonrpc``. Replies are always HTTP 200 unless the
+envelope itself cannot be parsed, which the reference answers with HTTP 500.
+"""
+
+from __future__ import annotations
+
+from openxapi.api.context import CallContext
+from openxapi.api.dispatch import Dispatcher
+from openxapi.errors import ApiError
+from openxapi.http.message import Request, Response
+from openxapi.http.router import Router
+from openxapi.wire import jsonrpc, xmlrpc
+from openxapi.wire.errors import WireParseError
+
+XML_HEADERS = [
+    ("Content-Type", "text/xml"),
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Headers", "X-Requested-With"),
+]
+JSON_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Headers", "X-Requested-With"),
+]
+LIST_METHODS = "system.listMethods"
+
+
+def preflight(req: Request) -> Response:
+    """CORS preflight as rulings §6 describes it."""
+    allow_headers = req.headers.get("access-control-request-headers", "")
+    headers = [
+        ("Access-Control-Allow-Origin", "*"),
+        ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+        ("Access-Control-Max-Age", "86400"),
+    ]
+    if allow_headers:
+        headers.append(("Access-Control-Allow-Headers", allow_headers))
+    return Response(200, headers, b"")
+
+
+def _parse_error(kind: str, err: Exception) -> Response:
+    text = f"<html><body><h1>500 Internal Error</h1>{kind}.Parse_error({err})</body></html>"
+    return Response(500, [("Content-Type", "text/html")], text.encode("utf-8", "replace"))
+
+
+def _context(req: Request, codec: str) -> CallContext:
+    return CallContext(
+        transport=req.transport,
+        peer=req.peer,
+        codec=codec,
+        user_agent=req.headers.get("user-agent", ""),
+    )
+
+
+class RpcEndpoints:
+    """Route handlers bound to one dispatcher."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def install(self, router: Router) -> None:
+        methods = {"POST", "OPTIONS"}
+        for prefix in ("/", "/RPC2", "/xmlrpc", "/json"):
+            router.add(prefix, self.xmlrpc, methods=methods)
+        router.add("/jsonrpc", self.jsonrpc, methods=methods)
+
+    async def xmlrpc(self, req: Request) -> Response:
+        if req.method == "OPTIONS":
+            return preflight(req)
+        try:
+            name, params = xmlrpc.decode_call(req.body)
+        except WireParseError as e:
+            return _parse_error("Xmlrpc", e)
+        try:
+            value = await self.dispatcher.call(name, params, _context(req, "xml"))
+        except ApiError as e:
+            return Response(200, XML_HEADERS, xmlrpc.encode_failure(e.description()))
+        if name == LIST_METHODS:
+            return Response(200, XML_HEADERS, xmlrpc.encode_bare(value))
+        return Response(200, XML_HEADERS, xmlrpc.encode_success(value))
+
+    async def jsonrpc(self, req: Request) -> Response:
+        if req.method == "OPTIONS":
+            return preflight(req)
+        try:
+            call = jsonrpc.decode_call(req.body)
+        except WireParseError as e:
+            return _parse_error("Jsonrpc", e)
+        try:
+            value = await self.dispatcher.call(call.method, call.params, _context(req, "json"))
+        except ApiError as e:
+            return Response(200, JSON_HEADERS, jsonrpc.encode_failure(call, e.description()))
+        return Response(200, JSON_HEADERS, jsonrpc.encode_success(call, value))
