@@ -7,10 +7,12 @@ between starts (hostname, address, memory, software version) are refreshed each 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
 import time
+import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
@@ -147,23 +149,48 @@ def ensure_world(state: ServerState, book: AccountBook) -> None:
     sync_subjects(state, book)
 
 
+def _md5_uuid(text: str) -> str:
+    return str(uuidlib.UUID(bytes=hashlib.md5(text.encode()).digest()))
+
+
 def _ensure_roles(state: ServerState) -> None:
-    for role in state.api.roles.values():
-        if state.store.get("role", role.ref) is None:
-            state.store.create(
+    """The reference's static roles, and one permission object per message."""
+    api = state.api
+    store = state.store
+    perm_ref: dict[str, str] = {}
+    for wire in api.messages:
+        uuid = _md5_uuid(wire)
+        ref = f"OpaqueRef:{uuid}"
+        perm_ref[wire] = ref
+        if store.get("role", ref) is None:
+            store.create(
                 "role",
-                role.ref,
+                ref,
                 state.new_record(
                     "role",
                     {
-                        "uuid": role.uuid,
-                        "name_label": role.name,
-                        "name_description": "",
+                        "uuid": uuid,
+                        "name_label": wire.lower(),
+                        "name_description": "A basic permission",
                         "subroles": [],
-                        "is_internal": role.internal,
+                        "is_internal": True,
                     },
                 ),
             )
+    for role in api.roles.values():
+        subroles = [perm_ref[w] for w, m in api.messages.items() if role.name in m.roles]
+        values = {
+            "uuid": role.uuid,
+            "name_label": role.name,
+            "name_description": "",
+            "subroles": subroles,
+            "is_internal": role.internal,
+        }
+        rec = store.get("role", role.ref)
+        if rec is None:
+            store.create("role", role.ref, state.new_record("role", values))
+        elif rec["subroles"] != subroles:
+            store.update("role", role.ref, {"subroles": subroles})
 
 
 def _ensure_metrics(state: ServerState, host_ref: str) -> None:
