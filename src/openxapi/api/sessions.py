@@ -74,7 +74,7 @@ class Sessions:
             ),
         )
         self.info[ref] = SessionInfo(is_superuser, roles)
-        self._enforce_caps(uname, originator, is_superuser, pool)
+        self._enforce_caps(uname, originator, is_superuser, pool, keep=ref)
         return ref
 
     def permissions(self, roles: frozenset[str]) -> list[str]:
@@ -155,7 +155,13 @@ class Sessions:
             return ("anonymous", "")
         return ("user", rec["auth_user_name"])
 
-    def _enforce_caps(self, uname: str, originator: str, superuser: bool, pool: bool) -> None:
+    def _enforce_caps(
+        self, uname: str, originator: str, superuser: bool, pool: bool, keep: str
+    ) -> None:
+        """Destroy the least recently active sessions of a group beyond its cap.
+
+        The session just made (``keep``) is never one of them; ties go by creation order.
+        """
         cfg = self.state.config
         table = self.state.store.table("session")
         probe = {
@@ -173,9 +179,10 @@ class Sessions:
             return
         busy = self._sessions_with_pending_tasks()
         disposable = sorted(
-            (rec["last_active"], rec["validation_time"], r) for r, rec in members if r not in busy
+            (r for r, rec in members if r not in busy and r != keep),
+            key=lambda r: (table[r]["last_active"], table[r]["validation_time"]),
         )
-        for _, _, r in disposable[: len(members) - limit]:
+        for r in disposable[: len(members) - limit]:
             self.close(r)
 
     def _sessions_with_pending_tasks(self) -> set[str]:

@@ -48,19 +48,21 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _user_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
     p = sub.add_parser("user", help="manage local accounts")
     p.add_argument("--data-dir", type=Path, default=None)
     us = p.add_subparsers(dest="user_cmd", required=True)
-    add = us.add_parser("add", help="create an account")
+    add = us.add_parser("add", help="create an account", parents=[common])
     add.add_argument("name")
     add.add_argument("--role", action="append", choices=list(ROLES), required=True)
     add.add_argument(
         "--password", default=None, help="password (default: $OPENXAPI_PASSWORD, else asked for)"
     )
-    us.add_parser("list", help="list accounts")
-    rm = us.add_parser("remove", help="delete an account")
+    us.add_parser("list", help="list accounts", parents=[common])
+    rm = us.add_parser("remove", help="delete an account", parents=[common])
     rm.add_argument("name")
-    pw = us.add_parser("passwd", help="set an account's password")
+    pw = us.add_parser("passwd", help="set an account's password", parents=[common])
     pw.add_argument("name")
     pw.add_argument("--password", default=None)
 

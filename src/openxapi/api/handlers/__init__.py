@@ -1,3 +1,3 @@
 """Hand-written behaviour, one module per class; importing registers the handlers."""
 
-from openxapi.api.handlers import host, pool, role, session, task  # noqa: F401
+from openxapi.api.handlers import host, pool, role, session, task, vm  # noqa: F401

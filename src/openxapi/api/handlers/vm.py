@@ -1,0 +1,59 @@
+"""VM: construction and destruction with the objects a VM owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openxapi.api.context import CallContext
+from openxapi.api.generic import Generic
+from openxapi.api.registry import handler
+from openxapi.api.state import ServerState
+from openxapi.errors import ApiError
+from openxapi.spec.model import NULL_REF
+from openxapi.spec.values import now
+
+# Devices and metrics that go with their VM.
+OWNED_SETS = ("VBDs", "VIFs", "VTPMs", "VUSBs", "consoles", "crash_dumps")
+
+
+def _generic(state: ServerState) -> Generic:
+    g = state.extras["generic"]
+    assert isinstance(g, Generic)
+    return g
+
+
+@handler("VM.create")
+async def create(state: ServerState, ctx: CallContext, args: dict[str, Any]) -> Any:
+    """As the reference: a VM_metrics object comes with every VM, and domid is -1."""
+    ref = _generic(state).create_object(state, state.cls("VM"), args)
+    stamp = now()
+    metrics = state.create(
+        "VM_metrics",
+        {"install_time": stamp, "last_updated": stamp, "start_time": stamp},
+    )
+    state.store.update("VM", ref, {"metrics": metrics, "domid": -1})
+    await state.store.sync()
+    return ref
+
+
+@handler("VM.destroy")
+async def destroy(state: ServerState, ctx: CallContext, self: str) -> Any:
+    rec = state.record("VM", self)
+    if rec["is_control_domain"]:
+        raise ApiError("OPERATION_NOT_ALLOWED", "This operation is not allowed on dom0")
+    if rec["power_state"] not in ("Halted", "Suspended"):
+        raise ApiError("VM_BAD_POWER_STATE", self, "halted, suspended", rec["power_state"].lower())
+    g = _generic(state)
+    for field in OWNED_SETS:
+        cls = state.cls("VM").field_map[field].type
+        owned_cls = getattr(getattr(cls, "elem", None), "cls", "")
+        for dev in list(rec[field]):
+            if owned_cls and state.store.get(owned_cls, dev) is not None:
+                g.destroy_object(state, owned_cls, dev)
+    for field, cls_name in (("metrics", "VM_metrics"), ("guest_metrics", "VM_guest_metrics")):
+        ref = rec[field]
+        if ref != NULL_REF and state.store.get(cls_name, ref) is not None:
+            g.destroy_object(state, cls_name, ref)
+    g.destroy_object(state, "VM", self)
+    await state.store.sync()
+    return ""
