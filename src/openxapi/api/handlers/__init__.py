@@ -1,3 +1,7 @@
-"""Hand-written behaviour, one module per class; importing registers the handlers."""
+"""Hand-written behaviour, one module per class; importing the package registers them all."""
 
-from openxapi.api.handlers import host, pool, role, session, task, vm  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
