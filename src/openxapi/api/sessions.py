@@ -23,7 +23,8 @@ LAST_ACTIVE_RESOLUTION = 600.0  # seconds; the reference refreshes last_active t
 class SessionInfo:
     is_superuser: bool
     roles: frozenset[str]
-    last_touch: float = field(default_factory=time.monotonic)
+    last_touch: float = field(default_factory=time.monotonic)  # last call, in memory
+    last_write: float = field(default_factory=time.monotonic)  # last_active last persisted
 
 
 class Sessions:
@@ -99,7 +100,8 @@ class Sessions:
     def check(self, ref: Any, ctx: CallContext) -> None:
         """Validate a session ref for a call and fill in who is calling, or SESSION_INVALID."""
         if not isinstance(ref, str):
-            raise ApiError("SESSION_INVALID", str(ref))
+            # A container is not echoed back: it may be huge or too deep to print.
+            raise ApiError("SESSION_INVALID", "" if isinstance(ref, (list, dict)) else str(ref))
         info = self.info.get(ref)
         if info is None:
             rec = self.state.store.get("session", ref)
@@ -111,8 +113,9 @@ class Sessions:
         ctx.is_superuser = info.is_superuser
         ctx.roles = info.roles
         t = time.monotonic()
-        if t - info.last_touch > LAST_ACTIVE_RESOLUTION:
-            info.last_touch = t
+        info.last_touch = t
+        if t - info.last_write > LAST_ACTIVE_RESOLUTION:
+            info.last_write = t
             if self.state.store.get("session", ref) is not None:
                 self.state.store.update("session", ref, {"last_active": now()})
 

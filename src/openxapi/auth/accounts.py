@@ -44,7 +44,7 @@ class AccountBook:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "accounts.json"
         self._lock_path = Path(data_dir) / "accounts.lock"
-        self._mtime_ns = -1
+        self._stamp: tuple[int, int, int] | None = None
         self._accounts: dict[str, Account] = {}
 
     # ---- file handling ----------------------------------------------------------------
@@ -62,19 +62,22 @@ class AccountBook:
     def reload(self) -> bool:
         """Re-read the file if it changed; True when it did."""
         try:
-            mtime = self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except FileNotFoundError:
-            changed = bool(self._accounts) or self._mtime_ns != -1
-            self._accounts, self._mtime_ns = {}, -1
+            changed = bool(self._accounts) or self._stamp is not None
+            self._accounts, self._stamp = {}, None
             return changed
-        if mtime == self._mtime_ns:
+        # Inode too: the file is replaced atomically, so a new write is a new inode even
+        # within one timestamp tick.
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
             return False
         data: dict[str, Any] = json.loads(self.path.read_text() or "{}")
         self._accounts = {
             name: Account(name, a["password_hash"], list(a.get("roles", [])))
             for name, a in data.get("accounts", {}).items()
         }
-        self._mtime_ns = mtime
+        self._stamp = stamp
         return True
 
     def _write(self) -> None:
@@ -97,7 +100,8 @@ class AccountBook:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        self._mtime_ns = self.path.stat().st_mtime_ns
+        st = self.path.stat()
+        self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
 
     # ---- queries ------------------------------------------------------------------------
     def get(self, name: str) -> Account | None:
