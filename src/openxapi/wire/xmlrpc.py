@@ -351,8 +351,41 @@ def _refuse_entity(*_args: object) -> None:
     raise WireParseError("entity declarations are not accepted")
 
 
+# The shape nearly every client sends for a call whose params are all strings (session refs,
+# object refs, names): matched by regular expression, it needs no XML parser at all. Anything
+# else — other value types, entities, non-ASCII, odd spacing — takes the full expat path.
+_FAST_CALL = re.compile(
+    rb"\s*(?:<\?xml version=[\"']1\.0[\"'](?: encoding=[\"'](?:utf|UTF)-8[\"'])?\s*\?>)?\s*"
+    rb"<methodCall>\s*<methodName>([A-Za-z0-9_.:-]+)</methodName>\s*<params>\s*"
+    rb"((?:<param>\s*<value>(?:<string>[^<&\r]*</string>|[^<&\r]*)</value>\s*</param>\s*)*)"
+    rb"</params>\s*</methodCall>\s*"
+)
+_FAST_PARAM = re.compile(rb"<param>\s*<value>(?:<string>([^<&\r]*)</string>|([^<&\r]*))</value>")
+_FAST_UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\]\]>")
+
+
+def _decode_simple(body: bytes) -> tuple[str, list[Any]] | None:
+    """The call if it has the all-strings, plain-ASCII shape; None to use the full parser."""
+    m = _FAST_CALL.fullmatch(body)
+    if m is None or _FAST_UNSAFE.search(body) is not None:
+        return None
+    params: list[Any] = []
+    for p in _FAST_PARAM.finditer(m.group(2)):
+        tagged = p.group(1)
+        params.append((tagged if tagged is not None else p.group(2)).decode("ascii"))
+    return m.group(1).decode("ascii"), params
+
+
 def decode_call(body: bytes) -> tuple[str, list[Any]]:
     """The method name and positional params of a ``methodCall``; WireParseError if unreadable."""
+    if len(body) < 4096:
+        simple = _decode_simple(body)
+        if simple is not None:
+            return simple
+    return _decode_full(body)
+
+
+def _decode_full(body: bytes) -> tuple[str, list[Any]]:
     root = _Frame("")
     stack = [root]
     containers = [0]
