@@ -79,7 +79,7 @@ def test_bare_reply_has_no_status_wrapper() -> None:
 
 
 def test_python_sdk_reads_success_and_failure() -> None:
-    sdk = pytest.importorskip("XenAPI.XenAPI")
+    import XenAPI.XenAPI as sdk
     assert sdk._parse_result(sdk_loads(encode_success({"a": 1}))) == {"a": "1"}
     with pytest.raises(sdk.Failure) as info:
         sdk._parse_result(sdk_loads(encode_failure(["VM_BAD_POWER_STATE", "r", "halted", "x"])))
