@@ -17,11 +17,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import async_overhead
 import big_reads
 import durable_writes
+import events_idle
+import events_latency
+import events_resync
+import raw_transfer
 import small_calls
 import stages
 import startup_scale
+import vdi_clone
 from fixtures import Fixtures
 from harness import machine_facts
 from report import Section, as_json, markdown, section_markdown
@@ -32,6 +38,12 @@ BENCHMARKS: dict[str, Callable[[Fixtures, bool], Section]] = {
     "writes": durable_writes.run,
     "scale": startup_scale.run,
     "stages": stages.run,
+    "events-latency": events_latency.run,
+    "events-idle": events_idle.run,
+    "events-resync": events_resync.run,
+    "async": async_overhead.run,
+    "transfer": raw_transfer.run,
+    "clone": vdi_clone.run,
 }
 
 

@@ -29,6 +29,8 @@ class Config:
     http_listen: str | None = None  # None: plain HTTP on loopback only (or on --listen if set)
     unix_socket: Path | None = None
     backend: str = "auto"  # auto | simulator | qemu
+    iso_dir: Path | None = None  # the ISO library's directory (default <data-dir>/iso)
+    sim_storage: bool = False  # first start: "Local storage" simulated instead of qcow2 files
     cert_file: Path | None = None
     key_file: Path | None = None
     durable: bool = True  # benchmark-only switch: False keeps the store in memory only

@@ -106,7 +106,11 @@ async def test_getter_of_a_null_ref_is_handle_invalid(world: World) -> None:
 
 async def test_vbd_create_and_destroy_keep_vm_vbds_in_step(world: World) -> None:
     vm = await new_vm(world)
-    args = create_args(world.api, "VBD", VM=vm, userdevice="0", type="Disk", mode="RW")
+    pool = world.state.pool_ref
+    sr = await world.call("pool.get_default_SR", world.root, pool)
+    vdi_args = create_args(world.api, "VDI", SR=sr, virtual_size="1048576", type="user")
+    vdi = await world.call("VDI.create", world.root, vdi_args)
+    args = create_args(world.api, "VBD", VM=vm, VDI=vdi, userdevice="0", type="Disk", mode="RW")
     vbd = await world.call("VBD.create", world.root, args)
     assert await world.call("VM.get_VBDs", world.root, vm) == [vbd]
     vbd2 = await world.call("VBD.create", world.root, {**args, "userdevice": "1"})
@@ -134,9 +138,13 @@ async def test_vif_create_and_destroy_keep_vm_vifs_in_step(world: World) -> None
 
 async def test_member_pointing_at_a_missing_owner_is_created(world: World) -> None:
     ghost = "OpaqueRef:ghost"
-    vbd = await world.call("VBD.create", world.root, create_args(world.api, "VBD", VM=ghost))
-    assert await world.call("VBD.get_VM", world.root, vbd) == ghost
-    await world.call("VBD.destroy", world.root, vbd)
+    cache = await world.call(
+        "PVS_cache_storage.create",
+        world.root,
+        create_args(world.api, "PVS_cache_storage", site=ghost),
+    )
+    assert await world.call("PVS_cache_storage.get_site", world.root, cache) == ghost
+    await world.call("PVS_cache_storage.destroy", world.root, cache)
 
 
 async def test_host_cpus_match_host_cpu_records(world: World) -> None:
@@ -156,6 +164,7 @@ async def test_host_cpus_match_host_cpu_records(world: World) -> None:
 
 async def test_map_accessors(world: World) -> None:
     vm = await new_vm(world)
+    await world.call("VM.set_other_config", world.root, vm, {})  # drop VM.create's mac_seed
     u = await world.call("VM.get_uuid", world.root, vm)
     await world.call("VM.add_to_other_config", world.root, vm, "k", "v")
     assert await world.fail("VM.add_to_other_config", world.root, vm, "k", "w") == [

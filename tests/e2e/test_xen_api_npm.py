@@ -388,10 +388,6 @@ def test_writes_and_errors_from_node(
     assert py.x.VM.get_other_config(vm)[f"empty-{codec}"] == ""
 
 
-# Classes whose get_all_records the server does not answer yet (each has an xfail test below).
-UNBUILT = {"message"}
-
-
 def _classes_with_get_all_records() -> set[str]:
     return {w.split(".")[0] for w in api().messages if w.endswith(".get_all_records")}
 
@@ -412,7 +408,7 @@ def test_list_methods_gives_the_client_every_type(
     assert set(fetched) == expected
 
     removed = {c for c in expected if api().messages[f"{c}.get_all_records"].lifecycle == "removed"}
-    failed = {c: o["error"] for c, o in fetched.items() if "error" in o and c not in UNBUILT}
+    failed = {c: o["error"] for c, o in fetched.items() if "error" in o}
     assert set(failed) == removed, failed
     assert all(e["code"] == "MESSAGE_REMOVED" for e in failed.values()), failed
     for cls in ("pool", "host", "host_cpu", "VM", "role"):
@@ -427,7 +423,6 @@ def test_list_methods_is_unwrapped_over_xmlrpc(server: ServerProcess) -> None:
     assert "VM.get_all_records" in listed and "host_cpu.get_all_records" in listed
 
 
-@pytest.mark.xfail(strict=True, reason="message.get_all_records is NOT_IMPLEMENTED on the server")
 @pytest.mark.parametrize(("transport", "codec"), [JSON, XML], ids=["jsonrpc", "xmlrpc"])
 def test_message_records_reach_the_client(
     server: ServerProcess, py: PySide, transport: str, codec: str

@@ -146,7 +146,23 @@ def ensure_world(state: ServerState, book: AccountBook) -> None:
     _ensure_metrics(state, host_ref)
     _ensure_cpus(state, host_ref, facts)
     _ensure_dom0(state, host_ref, facts)
+    _ensure_networks(state, host_ref)
+    _ensure_storage(state)
     sync_subjects(state, book)
+
+
+def _ensure_networks(state: ServerState, host_ref: str) -> None:
+    """PIFs for the host's interfaces (refreshed each start), the system networks."""
+    from openxapi.api.handlers.pif import ensure_host_networks
+
+    ensure_host_networks(state, host_ref)
+
+
+def _ensure_storage(state: ServerState) -> None:
+    """SM records, the first start's SRs (local storage, ISO library), the default SR."""
+    from openxapi.api.storage_setup import ensure_storage
+
+    ensure_storage(state)
 
 
 def _md5_uuid(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -10,7 +11,9 @@ class CallContext:
     """Per-call facts the dispatcher and handlers need.
 
     ``transport`` is "http", "https", "unix" or "internal"; calls over the unix socket
-    are pre-authenticated as root, as in the reference.
+    are pre-authenticated as root, as in the reference. ``peer_gone(callback)``, when the
+    transport offers it, registers a callback run if the client disconnects before the
+    answer (long polls use it) and returns its unregister function.
     """
 
     transport: str = "internal"
@@ -22,6 +25,7 @@ class CallContext:
     roles: frozenset[str] = field(default_factory=frozenset)
     wire_name: str = ""
     task: str = ""
+    peer_gone: Callable[[Callable[[], None]], Callable[[], None]] | None = None
 
     @property
     def local_root(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from openxapi.api.coerce import CoercionError, coerce
 from openxapi.api.context import CallContext
+from openxapi.api.events import EventHub
 from openxapi.api.generic import Generic
 from openxapi.api.registry import Handler, handlers, not_implemented
 from openxapi.api.sessions import sessions_of
@@ -100,6 +101,7 @@ class Dispatcher:
         self.sessions = sessions_of(state)
         self.tasks = Tasks(state)
         state.extras["tasks"] = self.tasks
+        self.events = EventHub(state)
 
     def lookup(self, name: str) -> Bound | None:
         b = self.bound.get(name)
@@ -153,6 +155,9 @@ class Dispatcher:
             raise ApiError("NOT_IMPLEMENTED", msg.wire_name)
         if is_async:
             return await self.tasks.run_async(f"Async.{msg.wire_name}", h, values, ctx)
+        if msg.is_async:
+            # As the reference: a real, transient task row for the length of the call.
+            return await self.tasks.run_sync(msg.wire_name, h, values, ctx)
         return await h(self.state, ctx, *values)
 
     def _system(self, name: str, params: list[Any]) -> Any:

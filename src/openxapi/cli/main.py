@@ -31,6 +31,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--https-port", type=int, default=None, help="HTTPS port (0: off)")
     p.add_argument("--unix-socket", type=Path, default=None, help="unix socket path")
     p.add_argument("--backend", choices=["auto", "simulator", "qemu"], default="auto")
+    p.add_argument(
+        "--iso-dir", type=Path, default=None, help="ISO library directory (default <data-dir>/iso)"
+    )
+    p.add_argument(
+        "--sim-storage",
+        action="store_true",
+        help="first start: make 'Local storage' a simulated SR (no disk I/O)",
+    )
     p.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM)")
     p.add_argument("--key", type=Path, default=None, help="TLS private key (PEM)")
     p.add_argument(
@@ -89,6 +97,8 @@ def config_from(ns: argparse.Namespace) -> Config:
     if ns.unix_socket is not None:
         cfg.unix_socket = ns.unix_socket
     cfg.backend = ns.backend
+    cfg.iso_dir = getattr(ns, "iso_dir", None)
+    cfg.sim_storage = bool(getattr(ns, "sim_storage", False))
     cfg.cert_file, cfg.key_file = ns.cert, ns.key
     if ns.auth_fail_delay is not None:
         cfg.auth_fail_delay = ns.auth_fail_delay

@@ -4,6 +4,11 @@ Writes are applied to memory at once, stamped with a generation (the event strea
 on it) and queued; one writer task hands everything queued to a dedicated SQLite thread as a
 single transaction, so one fsync serves every request that wrote meanwhile (group commit).
 ``sync()`` returns once the caller's writes are on disk; the API layer answers only then.
+
+``committed`` is the newest generation known to be durable; ``on_commit`` callbacks run each
+time it advances, so watchers (the event hub) show a write only once it is on disk. Writes
+that need no disk (an in-memory store, volatile classes) count as committed at the next turn
+of the event loop, so a burst made in one go is announced once.
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ class Store:
         self._tomb_age = tombstone_age
         self._tomb_check_at = tombstone_keep
         self._subscribers: list[Callable[[Change], None]] = []
+        self._committed = 0
+        self._commit_callbacks: list[Callable[[int], None]] = []
+        self._announce_scheduled = False
         # group commit state
         self._accepting = not self._durable
         self._opened = False
@@ -177,6 +185,7 @@ class Store:
         self._tombstones = disk.tombstones()
         self._tomb_floor = meta.tombstone_floor
         self._generation = start
+        self._committed = start
         self._log_floor = start
         self._prune_tombstones()
 
@@ -277,6 +286,11 @@ class Store:
     def generation(self) -> int:
         """The newest generation handed out."""
         return self._generation
+
+    @property
+    def committed(self) -> int:
+        """The newest generation whose write (and every earlier one) is durable."""
+        return self._committed
 
     @property
     def durable(self) -> bool:
@@ -392,6 +406,8 @@ class Store:
                 inflight.done = asyncio.get_running_loop().create_future()
                 inflight.done.add_done_callback(_mark_retrieved)
             await asyncio.shield(inflight.done)
+        elif self._committed < self._generation:
+            self._announce_idle()  # writes that need no disk: committed now
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``callback`` synchronously after each write; returns the unsubscribe."""
@@ -400,6 +416,17 @@ class Store:
         def unsubscribe() -> None:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def on_commit(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(committed)`` each time ``committed`` advances; returns the
+        unsubscribe. Runs on the event loop, after the commit's ``sync()`` waiters are woken."""
+        self._commit_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._commit_callbacks:
+                self._commit_callbacks.remove(callback)
 
         return unsubscribe
 
@@ -450,6 +477,8 @@ class Store:
             wake = self._wake
             if wake is not None and not wake.is_set():
                 wake.set()
+        elif not self._announce_scheduled:
+            self._announce_soon()
         change = Change(gen, cls, ref, op)
         entries = self._log
         entries.append(change)
@@ -461,6 +490,31 @@ class Store:
                 callback(change)
             except Exception:
                 log.exception("store: change subscriber %r failed", callback)
+
+    def _announce_soon(self) -> None:
+        """A write with nothing to put on disk: committed once the current burst ends."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._announce_idle()
+            return
+        self._announce_scheduled = True
+        loop.call_soon(self._announce_idle)
+
+    def _announce_idle(self) -> None:
+        self._announce_scheduled = False
+        if not self._has_pending() and self._inflight is None:
+            self._announce(self._generation)
+
+    def _announce(self, generation: int) -> None:
+        if generation <= self._committed:
+            return
+        self._committed = generation
+        for callback in tuple(self._commit_callbacks):
+            try:
+                callback(generation)
+            except Exception:
+                log.exception("store: commit callback %r failed", callback)
 
     def _prune_tombstones(self) -> None:
         """Forget tombstones beyond the newest ``tombstone_keep`` that are also older
@@ -548,4 +602,7 @@ class Store:
         self._inflight = None
         if inflight.done is not None:
             inflight.done.set_result(None)
+        # Writes since the batch was taken are either queued (the next batch covers them) or
+        # need no disk; with nothing queued, everything handed out so far is durable.
+        self._announce(batch.generation if self._has_pending() else self._generation)
         return True

@@ -2,13 +2,15 @@
 
 Requests on a connection are answered strictly in order, one handler at a time; bytes of
 pipelined requests wait in the buffer meanwhile. A handler that is running is never timed
-out; only waiting for a client is.
+out; only waiting for a client is. A running handler is not cancelled when its client goes
+away, but it may ask to be told (``on_peer_gone``): a long poll then stops waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -108,6 +110,8 @@ class HttpConnection(asyncio.Protocol):
         self._closed = False
         self._counted = False
         self._taken = False
+        self._gone_callbacks: list[Callable[[], None]] = []
+        self._peer_left = False
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -154,12 +158,16 @@ class HttpConnection(asyncio.Protocol):
             sink.stream.feed_eof(truncated=sink.remaining != _LENGTH_TO_EOF)
             if sink.remaining != _LENGTH_TO_EOF:
                 self._broken = True
+        elif self._task is not None:
+            self._peer_gone()
         # Keep the write side open while a reply is still due (TLS cannot half-close).
         return self._task is not None and self._kind != "https"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._cancel_timer()
+        if self._task is not None:
+            self._peer_gone()
         sink = self._sink
         if sink is not None:
             self._sink = None
@@ -183,6 +191,32 @@ class HttpConnection(asyncio.Protocol):
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self._read_paused and self._sink is not None:
             self._resume_reading()
+
+    # -- the client going away while a handler runs ------------------------------------------
+
+    def on_peer_gone(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` once if the client disconnects (or half-closes) before the running
+        handler has answered; returns a function that unregisters it."""
+        if self._peer_left or self._closed:
+            handle = self._loop.call_soon(callback)
+            return handle.cancel
+        callbacks = self._gone_callbacks
+        callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return remove
+
+    def _peer_gone(self) -> None:
+        self._peer_left = True
+        callbacks, self._gone_callbacks = self._gone_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("peer-gone callback %r failed", callback)
 
     # -- server side ---------------------------------------------------------------------
 
@@ -477,6 +511,7 @@ class HttpConnection(asyncio.Protocol):
             keep_alive = False
         finally:
             self._task = None
+            self._gone_callbacks = []
             if self._taken:
                 self._closed = True
                 if self._transport is not None and not self._transport.is_closing():

@@ -136,6 +136,12 @@ class _TakeOverHook(Protocol):
         self, status: int, headers: list[tuple[str, str]]
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
 
+    def on_peer_gone(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+
+
+def _nothing() -> None:
+    return None
+
 
 @dataclass(slots=True)
 class Request:
@@ -175,6 +181,13 @@ class Request:
             raise RuntimeError("this request has no connection to take over")
         hook, self._hook = self._hook, None
         return await hook.take_over(status, list(headers or ()))
+
+    def on_peer_gone(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` if the client goes away before this request is answered (a long
+        poll stops waiting then); returns a function that unregisters it."""
+        if self._hook is None:
+            return _nothing
+        return self._hook.on_peer_gone(callback)
 
 
 def split_target(target: str) -> tuple[str, dict[str, str]]:

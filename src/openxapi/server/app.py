@@ -20,6 +20,7 @@ from typing import Any
 
 from openxapi.api.bootstrap import ensure_world, sync_subjects
 from openxapi.api.dispatch import Dispatcher
+from openxapi.api.gc import collect_periodically
 from openxapi.api.sessions import sessions_of
 from openxapi.api.state import ServerState
 from openxapi.auth.accounts import AccountBook
@@ -33,6 +34,20 @@ from openxapi.server.rpc import RpcEndpoints
 from openxapi.spec.model import load
 
 log = logging.getLogger("openxapi")
+
+
+async def _start_storage(state: ServerState) -> None:
+    """Attach the SRs plugged on this host (and scan them) before answering calls."""
+    from openxapi.api.storage_setup import start_storage
+
+    await start_storage(state)
+
+
+def _install_storage_routes(router: Router, dispatcher: Dispatcher) -> None:
+    """``/import_raw_vdi`` and ``/export_raw_vdi``."""
+    from openxapi.server import raw_vdi
+
+    raw_vdi.install(router, dispatcher)
 
 
 class AlreadyRunning(RuntimeError):
@@ -80,10 +95,12 @@ class App:
         ensure_world(state, book)
         dispatcher.tasks.fail_interrupted()
         await store.sync()
+        await _start_storage(state)
         self.state = state
         self._ensure_pool_secret()
         router = Router()
         RpcEndpoints(dispatcher).install(router)
+        _install_storage_routes(router, dispatcher)
         limits = Limits(
             max_connections_per_address=cfg.max_connections_per_address,
             rate_per_second=cfg.request_rate,
@@ -92,6 +109,7 @@ class App:
         self._http = http = HttpServer(router, limits)
         await self._listen(http)
         self._background.append(asyncio.create_task(self._housekeeping(state, book)))
+        self._background.append(asyncio.create_task(collect_periodically(state)))
 
     async def _listen(self, http: HttpServer) -> None:
         cfg = self.config
@@ -157,6 +175,10 @@ class App:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._background.clear()
+        if self.state is not None:
+            events: Any = self.state.extras.get("events")
+            if events is not None:
+                events.release_all()  # long polls answer now instead of holding up the stop
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -52,6 +52,7 @@ def _context(req: Request, codec: str) -> CallContext:
         peer=req.peer,
         codec=codec,
         user_agent=req.headers.get("user-agent", ""),
+        peer_gone=req.on_peer_gone,
     )
 
 

@@ -6,8 +6,10 @@ from typing import Any
 
 from openxapi.api.context import CallContext
 from openxapi.api.generic import Generic
+from openxapi.api.handlers.vif import destroy_vif_record
 from openxapi.api.registry import handler
-from openxapi.api.state import ServerState
+from openxapi.api.state import ServerState, new_uuid
+from openxapi.api.storage_access import storage_of
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import now
@@ -26,6 +28,9 @@ def _generic(state: ServerState) -> Generic:
 async def create(state: ServerState, ctx: CallContext, args: dict[str, Any]) -> Any:
     """As the reference: a VM_metrics object comes with every VM, and domid is -1."""
     ref = _generic(state).create_object(state, state.cls("VM"), args)
+    other_config = state.record("VM", ref)["other_config"]
+    if "mac_seed" not in other_config:  # what VIFs with an empty MAC derive theirs from
+        state.store.update("VM", ref, {"other_config": {**other_config, "mac_seed": new_uuid()}})
     stamp = now()
     metrics = state.create(
         "VM_metrics",
@@ -44,6 +49,11 @@ async def destroy(state: ServerState, ctx: CallContext, self: str) -> Any:
     if rec["power_state"] not in ("Halted", "Suspended"):
         raise ApiError("VM_BAD_POWER_STATE", self, "halted, suspended", rec["power_state"].lower())
     g = _generic(state)
+    storage = storage_of(state)
+    for vbd in list(rec["VBDs"]):  # with their metrics; their VDIs' operations refreshed
+        storage.destroy_vbd_record(vbd)
+    for vif in list(rec["VIFs"]):  # with their metrics
+        destroy_vif_record(state, vif)
     for field in OWNED_SETS:
         cls = state.cls("VM").field_map[field].type
         owned_cls = getattr(getattr(cls, "elem", None), "cls", "")
