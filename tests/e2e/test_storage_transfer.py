@@ -130,6 +130,15 @@ def test_import_into_an_sr_makes_the_vdi(server: ServerProcess, x: Any, sid: str
         vrec = x.VDI.get_record(vdi)
         assert vrec["name_label"] == "Imported VDI" and vrec["virtual_size"] == str(2 * MiB)
         assert sha(get_raw(server, sid, vdi).body) == sha(data)
+    vdis = set(x.SR.get_VDIs(sr))
+    task = x.task.create("cut short", "")
+    head = (
+        f"PUT /import_raw_vdi?session_id={sid}&sr_id={sr}&task_id={task} HTTP/1.1\r\n"
+        f"Host: x\r\nContent-Length: {2 * MiB}\r\n\r\n"
+    ).encode()
+    raw_exchange(server, head, b"\x07" * MiB, close_write=True)
+    assert wait_task(x, task)["error_info"] == ["IMPORT_ERROR_PREMATURE_EOF"]
+    assert wait_for(lambda: set(x.SR.get_VDIs(sr)) == vdis, 5.0)
     task = x.task.create("no target", "")
     reply = request(server, "PUT", "/import_raw_vdi", {"session_id": sid, "task_id": task}, b"x")
     assert reply.status == 400

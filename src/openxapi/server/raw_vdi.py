@@ -15,7 +15,7 @@ from typing import Any
 
 from openxapi.api.context import CallContext
 from openxapi.api.dispatch import Dispatcher
-from openxapi.api.handlers.vdi import create_vdi
+from openxapi.api.handlers.vdi import create_vdi, delete_vdi
 from openxapi.api.storage_access import Storage, storage_of
 from openxapi.errors import ApiError
 from openxapi.http.message import BodyStream, Request, Response
@@ -134,6 +134,7 @@ class RawVdiEndpoints:
             return self.access.refuse(call, 404, ApiError("INTERNAL_ERROR", what))
         length_text = req.headers.get("content-length", "")
         length = int(length_text) if length_text.isdigit() else None
+        created = "vdi" not in req.query
         try:
             vdi = await self._import_target(req, call, fmt, length)
         except ApiError as e:
@@ -148,7 +149,8 @@ class RawVdiEndpoints:
             ("Connection", "close"),
         ]
         assert req.stream is not None
-        return Response(200, headers, stream=self._receive(call, vdi, fmt, req.stream, length))
+        body = self._receive(call, vdi, fmt, req.stream, length, created)
+        return Response(200, headers, stream=body)
 
     async def _import_target(
         self, req: Request, call: HttpCall, fmt: str, length: int | None
@@ -193,13 +195,21 @@ class RawVdiEndpoints:
         raise ApiError("INTERNAL_ERROR", "Not enough info supplied to import")
 
     async def _receive(
-        self, call: HttpCall, vdi: str, fmt: str, stream: BodyStream, length: int | None
+        self,
+        call: HttpCall,
+        vdi: str,
+        fmt: str,
+        stream: BodyStream,
+        length: int | None,
+        created: bool,
     ) -> AsyncIterator[bytes]:
-        """Runs once the 200 is sent: write the body into the disk, then end the task."""
+        """Runs once the 200 is sent: write the body into the disk, then end the task. A
+        disk made for this import is destroyed again if the import fails."""
         storage = self.storage
         st = self.state
         ctx = call.ctx
         body = _Body(stream)
+        ok = False
         try:
             rec = st.record("VDI", vdi)
             sr = rec["SR"]
@@ -220,6 +230,7 @@ class RawVdiEndpoints:
                 storage.put("VDI", vdi, physical_utilisation=info.physical_utilisation)
                 await storage.refresh_capacity(sr, drv)
             self.access.succeed(call, vdi)
+            ok = True
         except _Truncated:
             log.warning("upload into %s ended early: %d of %s bytes", vdi, body.received, length)
             self.access.fail(call.task, ApiError("IMPORT_ERROR_PREMATURE_EOF"))
@@ -231,6 +242,11 @@ class RawVdiEndpoints:
             log.exception("import into %s failed", vdi)
             self.access.fail(call.task, ApiError("INTERNAL_ERROR", f"{type(e).__name__}: {e}"))
         finally:
+            if created and not ok and st.store.get("VDI", vdi) is not None:
+                try:
+                    await delete_vdi(storage, CallContext(), vdi)
+                except ApiError as e:
+                    log.warning("could not remove the disk of a failed import: %s", e)
             self.access.end(call)
             await st.store.sync()
         return
