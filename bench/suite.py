@@ -19,6 +19,7 @@ from pathlib import Path
 
 import async_overhead
 import big_reads
+import boot_storm
 import durable_writes
 import events_idle
 import events_latency
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[Fixtures, bool], Section]] = {
     "async": async_overhead.run,
     "transfer": raw_transfer.run,
     "clone": vdi_clone.run,
+    "boot": boot_storm.run,
 }
 
 

@@ -31,6 +31,11 @@ class Config:
     backend: str = "auto"  # auto | simulator | qemu
     iso_dir: Path | None = None  # the ISO library's directory (default <data-dir>/iso)
     sim_storage: bool = False  # first start: "Local storage" simulated instead of qcow2 files
+    sim_host_memory: int = 4096 << 30  # simulator backend: the simulated host's memory (bytes)
+    sim_host_cpus: int = 64  # simulator backend: the simulated host's CPUs
+    sim_boot_time: float = 0.0  # simulator backend: seconds until a guest's agent reports
+    sim_shutdown_time: float = 0.0  # simulator backend: seconds a guest takes to shut down
+    vm_shutdown_timeout: float = 1200.0  # clean shutdown/reboot wait (the reference's default)
     cert_file: Path | None = None
     key_file: Path | None = None
     durable: bool = True  # benchmark-only switch: False keeps the store in memory only

@@ -148,6 +148,7 @@ def ensure_world(state: ServerState, book: AccountBook) -> None:
     _ensure_dom0(state, host_ref, facts)
     _ensure_networks(state, host_ref)
     _ensure_storage(state)
+    _ensure_templates(state)
     sync_subjects(state, book)
 
 
@@ -163,6 +164,13 @@ def _ensure_storage(state: ServerState) -> None:
     from openxapi.api.storage_setup import ensure_storage
 
     ensure_storage(state)
+
+
+def _ensure_templates(state: ServerState) -> None:
+    """The default OS templates (created when missing)."""
+    from openxapi.api.vm_templates import ensure_templates
+
+    ensure_templates(state)
 
 
 def _md5_uuid(text: str) -> str:

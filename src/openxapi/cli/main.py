@@ -39,6 +39,20 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="first start: make 'Local storage' a simulated SR (no disk I/O)",
     )
+    p.add_argument(
+        "--sim-host-memory", type=_size, default=None, help="simulated host memory (e.g. 4T)"
+    )
+    p.add_argument("--sim-host-cpus", type=int, default=None, help="simulated host CPUs")
+    p.add_argument("--sim-boot-time", type=float, default=None, help="simulated boot seconds")
+    p.add_argument(
+        "--sim-shutdown-time", type=float, default=None, help="simulated shutdown seconds"
+    )
+    p.add_argument(
+        "--vm-shutdown-timeout",
+        type=float,
+        default=None,
+        help="seconds a clean shutdown or reboot waits for the guest (default 1200)",
+    )
     p.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM)")
     p.add_argument("--key", type=Path, default=None, help="TLS private key (PEM)")
     p.add_argument(
@@ -75,6 +89,15 @@ def _user_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pw.add_argument("--password", default=None)
 
 
+def _size(text: str) -> int:
+    """A byte count, optionally with a K/M/G/T suffix (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openxapi", description="An open XenAPI server")
     ap.add_argument("--version", action="version", version=f"openxapi {__version__}")
@@ -100,6 +123,15 @@ def config_from(ns: argparse.Namespace) -> Config:
     cfg.iso_dir = getattr(ns, "iso_dir", None)
     cfg.sim_storage = bool(getattr(ns, "sim_storage", False))
     cfg.cert_file, cfg.key_file = ns.cert, ns.key
+    for name in (
+        "sim_host_memory",
+        "sim_host_cpus",
+        "sim_boot_time",
+        "sim_shutdown_time",
+        "vm_shutdown_timeout",
+    ):
+        if getattr(ns, name, None) is not None:
+            setattr(cfg, name, getattr(ns, name))
     if ns.auth_fail_delay is not None:
         cfg.auth_fail_delay = ns.auth_fail_delay
     if ns.no_durability:

@@ -23,6 +23,7 @@ from openxapi.api.dispatch import Dispatcher
 from openxapi.api.gc import collect_periodically
 from openxapi.api.sessions import sessions_of
 from openxapi.api.state import ServerState
+from openxapi.api.vm_domains import start_domains, stop_domains
 from openxapi.auth.accounts import AccountBook
 from openxapi.config import Config
 from openxapi.db.store import Store
@@ -96,6 +97,7 @@ class App:
         dispatcher.tasks.fail_interrupted()
         await store.sync()
         await _start_storage(state)
+        await start_domains(state)
         self.state = state
         self._ensure_pool_secret()
         router = Router()
@@ -187,6 +189,8 @@ class App:
             if tasks is not None:
                 for t in list(tasks.running.values()):
                     t.cancel()
+        if self.state is not None:
+            await stop_domains(self.state)
         if self._store is not None:
             await self._store.close()
             self._store = None

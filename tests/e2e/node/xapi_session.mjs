@@ -85,5 +85,4 @@ try {
 } finally {
   await xapi.disconnect()
 }
-process.stdout.write(JSON.stringify(report, replacer) + '\n')
-process.exit(0)
+process.stdout.write(JSON.stringify(report, replacer) + '\n', () => process.exit(0))

@@ -10,7 +10,7 @@ from openxapi.api.handlers.vif import destroy_vif_record
 from openxapi.api.registry import handler
 from openxapi.api.state import ServerState, new_uuid
 from openxapi.api.storage_access import storage_of
-from openxapi.errors import ApiError
+from openxapi.api.vm_domains import domains_of
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import now
 
@@ -36,18 +36,17 @@ async def create(state: ServerState, ctx: CallContext, args: dict[str, Any]) -> 
         "VM_metrics",
         {"install_time": stamp, "last_updated": stamp, "start_time": stamp},
     )
-    state.store.update("VM", ref, {"metrics": metrics, "domid": -1})
+    changes: dict[str, Any] = {"metrics": metrics, "domid": -1}
+    merged = {**state.record("VM", ref), **changes}
+    changes["allowed_operations"] = domains_of(state).allowed(merged, ref)
+    state.store.update("VM", ref, changes)
     await state.store.sync()
     return ref
 
 
 @handler("VM.destroy")
 async def destroy(state: ServerState, ctx: CallContext, self: str) -> Any:
-    rec = state.record("VM", self)
-    if rec["is_control_domain"]:
-        raise ApiError("OPERATION_NOT_ALLOWED", "This operation is not allowed on dom0")
-    if rec["power_state"] not in ("Halted", "Suspended"):
-        raise ApiError("VM_BAD_POWER_STATE", self, "halted, suspended", rec["power_state"].lower())
+    rec = domains_of(state).check(self, "destroy")  # the lifecycle's checks and errors
     g = _generic(state)
     storage = storage_of(state)
     for vbd in list(rec["VBDs"]):  # with their metrics; their VDIs' operations refreshed

@@ -16,6 +16,7 @@ from openxapi.api.generic import Generic
 from openxapi.api.registry import handler
 from openxapi.api.state import ServerState, new_uuid
 from openxapi.api.tasks import tasks_of
+from openxapi.api.vm_domains import domains_of
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import now
@@ -117,6 +118,7 @@ async def copy_vm(state: ServerState, ctx: CallContext, vm: str, new_name: str) 
         _undo(state, g, made)
         await state.store.sync()
         raise
+    domains_of(state).refresh(ref)
     return ref
 
 

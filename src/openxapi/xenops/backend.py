@@ -1,0 +1,247 @@
+"""The narrow interface every domain backend (simulator, QEMU) implements.
+
+Backends know nothing of the object store or the API: they take a plain :class:`DomainSpec`
+and return plain :class:`DomainInfo`; the API layer records what they report. Domains are
+named by the VM's uuid. Every method is a coroutine so a backend may do real I/O.
+
+Each method's docstring states its contract: the end state, whether a repeat is harmless
+(idempotency) and what is left behind when it fails. The contract tests in
+``tests/xenops/test_backend_contract.py`` check these for every implementation.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+DomainState = Literal["running", "paused", "halted", "suspended", "crashed"]
+
+#: What a backend can do; the API layer refuses what a backend lacks.
+CAPABILITY_NAMES = (
+    "pause",
+    "suspend",
+    "clean_shutdown",
+    "clean_reboot",
+    "guest_agent",
+    "crash_injection",
+    "live_migrate",
+    "survives_restart",
+)
+
+
+class BackendError(Exception):
+    """A backend failure; ``code`` names the kind (the API layer maps it to an API error)."""
+
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, uuid: str, detail: str = "") -> None:
+        super().__init__(f"{self.code}: {uuid} {detail}".strip())
+        self.uuid = uuid
+        self.detail = detail
+
+
+class DomainNotFound(BackendError):
+    code = "DOMAIN_NOT_FOUND"
+
+
+class DomainExists(BackendError):
+    code = "DOMAIN_EXISTS"
+
+
+class BadDomainState(BackendError):
+    """The domain is not in a state the operation starts from."""
+
+    code = "BAD_DOMAIN_STATE"
+
+
+class ShutdownTimeout(BackendError):
+    """The guest did not act on a clean shutdown or reboot request in time."""
+
+    code = "SHUTDOWN_TIMEOUT"
+
+
+class InsufficientResources(BackendError):
+    code = "INSUFFICIENT_RESOURCES"
+
+
+@dataclass(frozen=True, slots=True)
+class NicSpec:
+    """One guest network card, as attached by the network layer."""
+
+    device: str
+    mac: str
+    mtu: int = 1500
+    bridge: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    """One guest disk or CD: its device slot and where its data lives."""
+
+    userdevice: str
+    location: str
+    read_only: bool = False
+    cdrom: bool = False
+    bootable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """What to build a domain from: everything a backend needs, nothing of the API."""
+
+    uuid: str
+    name: str
+    memory: int
+    vcpus: int
+    hvm: bool = True
+    boot_order: str = "cd"
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    #: Free-form hints (the simulator reads its per-guest behaviour from here).
+    hints: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestInfo:
+    """What a guest agent reports once the guest is up (the reference's VM_guest_metrics)."""
+
+    os_version: Mapping[str, str]
+    networks: Mapping[str, str]
+    pv_drivers_version: Mapping[str, str]
+    pv_drivers_detected: bool
+    memory: Mapping[str, str]
+    other: Mapping[str, str]
+    netbios_name: Mapping[str, str] = field(default_factory=dict)
+    last_updated: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    """A live snapshot of one domain."""
+
+    uuid: str
+    domid: int
+    state: DomainState
+    memory_actual: int
+    vcpus: int
+    start_time: float
+    hvm: bool = True
+    guest: GuestInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendImage:
+    """Where a suspended domain's memory image lives (a suspend VDI of the storage layer)."""
+
+    vdi_uuid: str
+    location: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostCapacity:
+    """The host's resources as the backend sees them, for admission checks."""
+
+    memory_total: int
+    memory_free: int
+    cpus: int
+
+
+#: Called with a domain's uuid whenever it changes on its own (booted, crashed, shut down).
+ChangeListener = Callable[[str], None]
+
+
+class DomainBackend(abc.ABC):
+    """A hypervisor as the API layer sees it."""
+
+    name: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Mapping[str, bool]:
+        """Which of :data:`CAPABILITY_NAMES` this backend offers."""
+
+    _listener: ChangeListener | None = None
+
+    def set_listener(self, listener: ChangeListener | None) -> None:
+        """Register the callback for changes a domain makes on its own."""
+        self._listener = listener
+
+    def _changed(self, uuid: str) -> None:
+        if self._listener is not None:
+            self._listener(uuid)
+
+    async def open(self) -> list[DomainInfo]:
+        """Start the backend and re-adopt the domains that outlived the last daemon.
+
+        Returns every domain still present (running, paused or suspended); nothing is reset.
+        """
+        return []
+
+    async def close(self) -> None:
+        """Stop managing domains; they keep running and are re-adopted by the next ``open``."""
+        self._listener = None
+
+    @abc.abstractmethod
+    async def start(self, spec: DomainSpec, paused: bool = False) -> DomainInfo:
+        """Build and boot a domain. End state: ``running`` (``paused`` if asked).
+
+        Not idempotent: a domain with this uuid that exists raises DomainExists. Raises
+        InsufficientResources when the host cannot hold it. On failure nothing is left.
+        """
+
+    @abc.abstractmethod
+    async def clean_shutdown(self, uuid: str, timeout: float) -> None:
+        """Ask the guest to power off and wait up to ``timeout`` seconds. End state: gone.
+
+        Raises ShutdownTimeout when the guest did not comply in time, leaving it running;
+        DomainNotFound when there is no such domain; BadDomainState unless running.
+        """
+
+    @abc.abstractmethod
+    async def hard_shutdown(self, uuid: str) -> None:
+        """Destroy the domain at once. End state: gone. Idempotent: no domain is no error."""
+
+    @abc.abstractmethod
+    async def clean_reboot(self, uuid: str, timeout: float) -> DomainInfo:
+        """Ask the guest to reboot and wait up to ``timeout`` seconds. End state: running
+        (a new boot). On ShutdownTimeout the guest is left running as it was."""
+
+    @abc.abstractmethod
+    async def hard_reboot(self, uuid: str) -> DomainInfo:
+        """Reset the domain. End state: running (a new boot), from running or paused.
+        Raises DomainNotFound when there is no such domain."""
+
+    @abc.abstractmethod
+    async def pause(self, uuid: str) -> DomainInfo:
+        """Stop the vCPUs. End state: paused. Idempotent on a paused domain."""
+
+    @abc.abstractmethod
+    async def unpause(self, uuid: str) -> DomainInfo:
+        """Resume the vCPUs. End state: running. Idempotent on a running domain."""
+
+    @abc.abstractmethod
+    async def suspend(self, uuid: str, image: SuspendImage) -> None:
+        """Save the domain's memory to ``image`` and destroy it. End state: gone from the
+        running set, resumable from ``image``. On failure the domain keeps running."""
+
+    @abc.abstractmethod
+    async def resume(
+        self, spec: DomainSpec, image: SuspendImage, paused: bool = False
+    ) -> DomainInfo:
+        """Rebuild a domain from ``image``. End state: running (``paused`` if asked), with
+        the guest state it was suspended with. On failure the image is left intact."""
+
+    @abc.abstractmethod
+    async def info(self, uuid: str) -> DomainInfo | None:
+        """The domain's live state, or None when there is no such domain."""
+
+    @abc.abstractmethod
+    async def list_domains(self) -> list[DomainInfo]:
+        """Every domain present (not halted)."""
+
+    @abc.abstractmethod
+    async def host_capacity(self) -> HostCapacity:
+        """The host's memory and CPUs, and the memory not yet given to domains."""
