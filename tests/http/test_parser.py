@@ -82,3 +82,18 @@ def test_chunked_bare_lf() -> None:
 def test_chunked_rejects_garbage(wire: bytes) -> None:
     with pytest.raises(BadRequest):
         ChunkedDecoder().decode(bytearray(wire))
+
+
+def test_repeated_head_parses_alike_into_separate_dicts() -> None:
+    raw = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"
+    first = parse_head(raw)
+    first.headers["host"] = "changed"
+    second = parse_head(bytearray(raw))
+    assert (second.method, second.target, second.version) == ("POST", "/x", "1.1")
+    assert second.headers == {"host": "a", "content-length": "3"}
+
+
+def test_repeated_bad_head_is_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            parse_head(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")

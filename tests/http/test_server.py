@@ -462,3 +462,11 @@ async def test_slow_upload_reader_bounds_buffering(start: Start) -> None:
     assert await reader.readexactly(len(str(size))) == str(size).encode()
     writer.close()
     assert 0 < peak < 4 << 20
+
+
+async def test_non_ascii_digits_in_content_length_are_refused(start: Start) -> None:
+    server = await start(_router())
+    for value in (b"\xb2", b"1, \xb2"):
+        request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\nab"
+        data = await exchange(server.ports[0], request)
+        assert data.startswith(b"HTTP/1.1 400 ")

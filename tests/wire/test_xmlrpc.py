@@ -80,6 +80,7 @@ def test_bare_reply_has_no_status_wrapper() -> None:
 
 def test_python_sdk_reads_success_and_failure() -> None:
     import XenAPI.XenAPI as sdk
+
     assert sdk._parse_result(sdk_loads(encode_success({"a": 1}))) == {"a": "1"}
     with pytest.raises(sdk.Failure) as info:
         sdk._parse_result(sdk_loads(encode_failure(["VM_BAD_POWER_STATE", "r", "halted", "x"])))
@@ -494,3 +495,8 @@ def test_nesting_up_to_the_limit_is_accepted() -> None:
 def test_deeper_nesting_is_refused(depth: int, container: str) -> None:
     with pytest.raises(WireParseError):
         decode_call(call(nested(depth, container)))
+
+
+def test_lone_preencoded_reply_equals_the_plain_encoding() -> None:
+    record = {"name_label": "vm<1>", "VCPUs_max": 2, "tags": ["a"]}
+    assert encode_success(preencode(record)) == encode_success(record)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,7 +25,15 @@ from openxapi.http.message import (
     text_response,
 )
 from openxapi.http.parser import BadRequest, ChunkedDecoder, Head, find_head_end, parse_head
-from openxapi.http.response import date_line, header_line, simple_response, status_line
+from openxapi.http.response import (
+    date_line,
+    head_prefix,
+    head_tail,
+    header_block,
+    header_line,
+    simple_response,
+    status_line,
+)
 from openxapi.http.router import Router
 
 log = logging.getLogger("openxapi.http")
@@ -99,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         self._t0 = self._last_rx = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
         self._pending: _PendingBody | None = None
         self._sink: _Sink | None = None
         self._send_continue = False
@@ -144,7 +153,7 @@ class HttpConnection(asyncio.Protocol):
             self._feed_sink(sink, data)
             return
         self._buf += data
-        if self._task is not None:
+        if self._busy:
             if len(self._buf) > _PIPELINE_HIGH_WATER:
                 self._pause_reading()
             return
@@ -158,15 +167,15 @@ class HttpConnection(asyncio.Protocol):
             sink.stream.feed_eof(truncated=sink.remaining != _LENGTH_TO_EOF)
             if sink.remaining != _LENGTH_TO_EOF:
                 self._broken = True
-        elif self._task is not None:
+        elif self._busy:
             self._peer_gone()
         # Keep the write side open while a reply is still due (TLS cannot half-close).
-        return self._task is not None and self._kind != "https"
+        return self._busy and self._kind != "https"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._cancel_timer()
-        if self._task is not None:
+        if self._busy:
             self._peer_gone()
         sink = self._sink
         if sink is not None:
@@ -222,7 +231,7 @@ class HttpConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        return self._busy
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -230,7 +239,7 @@ class HttpConnection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         """Close the connection unless a handler is running (server shutdown)."""
-        if self._task is None:
+        if not self._busy:
             self._close()
 
     def abort(self) -> None:
@@ -244,7 +253,7 @@ class HttpConnection(asyncio.Protocol):
     def _process(self) -> None:
         buf = self._buf
         limits = self._limits
-        while self._task is None and not self._closed:
+        while not self._busy and not self._closed:
             pending = self._pending
             if pending is not None:
                 if not self._collect(pending):
@@ -264,7 +273,7 @@ class HttpConnection(asyncio.Protocol):
                 self._fail(431, "request header fields too large")
                 return
             try:
-                head = parse_head(buf[:end])
+                head = parse_head(bytes(buf[:end]))
             except BadRequest as exc:
                 self._fail(exc.status, str(exc))
                 return
@@ -275,7 +284,7 @@ class HttpConnection(asyncio.Protocol):
             except BadRequest as exc:
                 self._fail(exc.status, str(exc))
                 return
-        if self._eof and self._task is None and not self._closed:
+        if self._eof and not self._busy and not self._closed:
             self._close()
 
     def _begin(self, head: Head) -> None:
@@ -296,12 +305,14 @@ class HttpConnection(asyncio.Protocol):
             chunked = True
             if cl is not None:
                 keep_alive = False
+        elif cl is not None and cl.isdigit() and cl.isascii():
+            length = int(cl)
         elif cl is not None:
             values = {v.strip() for v in cl.split(",")}
             if len(values) != 1:
                 raise BadRequest("conflicting content-length")
             value = values.pop()
-            if not value.isdigit():
+            if not (value.isdigit() and value.isascii()):
                 raise BadRequest("bad content-length")
             length = int(value)
         method = head.method
@@ -327,9 +338,8 @@ class HttpConnection(asyncio.Protocol):
             and not shared.rate.allow(self._peer, self._loop.time())
         ):
             error = text_response(429, "too many requests")
-        expect = version == "1.1" and headers.get("expect", "").lower() == "100-continue"
-
         if route is not None and route.stream:
+            expect = version == "1.1" and headers.get("expect", "").lower() == "100-continue"
             if error is not None:
                 self._write_response_now(error, version, keep_alive=False)
                 self._close()
@@ -355,7 +365,7 @@ class HttpConnection(asyncio.Protocol):
                 assert route is not None
                 self._dispatch(head, path, query, body, None, route.handler, keep_alive)
             return
-        if expect:
+        if version == "1.1" and headers.get("expect", "").lower() == "100-continue":
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pending = _PendingBody(
             head,
@@ -483,6 +493,9 @@ class HttpConnection(asyncio.Protocol):
         handler: Handler,
         keep_alive: bool,
     ) -> None:
+        """Run the handler for one request. A handler that answers without suspending (most
+        RPC calls) runs to the end right here, with no Task; one that suspends is carried on
+        by a Task from the point where it suspended."""
         request = Request(
             head.method,
             head.target,
@@ -497,57 +510,120 @@ class HttpConnection(asyncio.Protocol):
             self,
         )
         self._phase = _BUSY
-        self._task = self._loop.create_task(self._run(request, handler, keep_alive))
-
-    async def _run(self, request: Request, handler: Handler, keep_alive: bool) -> None:
+        self._busy = True
+        coro = self._serve(request, handler, keep_alive)
+        if stream is not None:
+            # The body still has to be fed to the handler as it arrives: always a Task.
+            self._task = self._loop.create_task(self._finish_later(coro, None, False))
+            return
         try:
-            keep_alive = await self._handle(request, handler, keep_alive)
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._finished(stop.value)
+            return
+        except asyncio.CancelledError:
+            self._finished(False)
+            return
+        self._task = self._loop.create_task(self._finish_later(coro, yielded, True))
+
+    async def _finish_later(
+        self, coro: Coroutine[Any, Any, bool], yielded: Any, started: bool
+    ) -> None:
+        try:
+            keep_alive = await (_Resume(coro, yielded) if started else coro)
+        except asyncio.CancelledError:
+            self._finished(False)
+            raise
+        if self._finished(keep_alive):
+            self._process()
+
+    def _finished(self, keep_alive: bool) -> bool:
+        """Book-keeping once a handler has answered; True if the next request may be read."""
+        self._task = None
+        self._busy = False
+        self._gone_callbacks = []
+        if self._taken:
+            self._closed = True
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.close()
+            self._release()
+            return False
+        if not keep_alive or self._shared.closing or self._closed:
+            self._close()
+            return False
+        self._phase = _IDLE
+        self._last_rx = self._loop.time()
+        self._arm_timer()
+        if self._read_paused:
+            self._resume_reading()
+        return True
+
+    async def _serve(self, request: Request, handler: Handler, keep_alive: bool) -> bool:
+        try:
+            try:
+                response = await handler(request)
+            except Exception:
+                log.exception("handler for %s %s failed", request.method, request.path)
+                response = text_response(500, "internal server error")
+                keep_alive = False
+            if self._taken:
+                return False
+            if self._sink is not None or self._broken:
+                # The body has not all been read yet (a reply may stream while it is):
+                # whatever the handler leaves unread cannot be told apart from a next
+                # request, so the connection ends with this reply.
+                keep_alive = False
+            if response.stream is None and not self._closed:
+                keep_alive = self._send_whole(request.method, request.version, response, keep_alive)
+                if self._write_paused:
+                    await self._drain()
+            else:
+                keep_alive = await self._respond(
+                    request.method, request.version, response, keep_alive
+                )
+            sink = self._sink
+            if sink is not None:
+                self._sink = None
+                sink.stream.feed_eof(truncated=True)
+            return keep_alive
         except asyncio.CancelledError:
             self.abort()
             raise
         except Exception:
             log.exception("sending the reply to %s %s failed", request.method, request.path)
             self.abort()
-            keep_alive = False
-        finally:
-            self._task = None
-            self._gone_callbacks = []
-            if self._taken:
-                self._closed = True
-                if self._transport is not None and not self._transport.is_closing():
-                    self._transport.close()
-                self._release()
-        if self._taken:
-            return
-        if not keep_alive or self._shared.closing or self._closed:
-            self._close()
-            return
-        self._phase = _IDLE
-        self._last_rx = self._loop.time()
-        self._arm_timer()
-        if self._read_paused:
-            self._resume_reading()
-        self._process()
-
-    async def _handle(self, request: Request, handler: Handler, keep_alive: bool) -> bool:
-        try:
-            response = await handler(request)
-        except Exception:
-            log.exception("handler for %s %s failed", request.method, request.path)
-            response = text_response(500, "internal server error")
-            keep_alive = False
-        if self._taken:
             return False
-        if self._sink is not None or self._broken:
-            # The body has not all been read yet (a reply may stream while it is): whatever
-            # the handler leaves unread cannot be told apart from a next request, so the
-            # connection ends with this reply.
+
+    def _send_whole(self, method: str, version: str, response: Response, keep_alive: bool) -> bool:
+        """Write a reply whose body is all in memory; returns whether to keep the connection."""
+        status = response.status
+        lines, given_length, close = header_block(response.headers)
+        if close or self._shared.closing:
             keep_alive = False
-        keep_alive = await self._respond(request.method, request.version, response, keep_alive)
-        sink = self._sink
-        if sink is not None:
-            self._sink = None
-            sink.stream.feed_eof(truncated=True)
+        body = response.body
+        prefix = head_prefix(version, status, lines)
+        if status < 200 or status == 204 or status == 304:
+            data = prefix + head_tail(keep_alive)
+            body = b""
+        elif method == "HEAD":
+            length = given_length if given_length else str(len(body))
+            data = b"%sContent-Length: %s\r\n%s" % (
+                prefix,
+                length.encode("latin-1"),
+                head_tail(keep_alive),
+            )
+            body = b""
+        else:
+            data = b"%sContent-Length: %d\r\n%s" % (prefix, len(body), head_tail(keep_alive))
+        transport = self._transport
+        assert transport is not None
+        if not body:
+            transport.write(data)
+        elif len(body) <= _COALESCE_MAX:
+            transport.write(data + body)
+        else:
+            transport.write(data)
+            transport.write(body)
         return keep_alive
 
     async def _respond(
@@ -559,43 +635,14 @@ class HttpConnection(asyncio.Protocol):
             await _close_stream(stream)
             return False
         bodiless = status < 200 or status in (204, 304)
-        head_only = bodiless or method == "HEAD"
-        parts = [status_line(version, status)]
-        given_length: str | None = None
-        for name, value in response.headers:
-            lname = name.lower()
-            if lname == "content-length":
-                given_length = value
-            elif lname == "connection":
-                if "close" in value.lower():
-                    keep_alive = False
-            elif lname != "transfer-encoding":
-                parts.append(header_line(name, value))
-        if self._shared.closing:
-            keep_alive = False
-
-        if stream is None or head_only:
+        if bodiless or method == "HEAD":
             await _close_stream(stream)
-            body = response.body
-            if not bodiless:
-                length = given_length if method == "HEAD" and given_length else str(len(body))
-                parts.append(f"Content-Length: {length}\r\n")
-            if head_only:
-                body = b""
-            parts.append("Connection: keep-alive\r\n" if keep_alive else "Connection: close\r\n")
-            parts.append(date_line())
-            parts.append("\r\n")
-            data = "".join(parts).encode("latin-1")
-            transport = self._transport
-            assert transport is not None
-            if len(body) <= _COALESCE_MAX:
-                transport.write(data + body if body else data)
-            else:
-                transport.write(data)
-                transport.write(body)
-            if self._write_paused:
-                await self._drain()
-            return keep_alive
+            return self._send_whole(method, version, response, keep_alive)
+        lines, given_length, close = header_block(response.headers)
+        if close or self._shared.closing:
+            keep_alive = False
+        parts = [status_line(version, status), lines]
+        assert stream is not None
 
         expected = -1
         if given_length is not None:
@@ -787,6 +834,34 @@ class HttpConnection(asyncio.Protocol):
             self._fail(408, "request timeout")
         else:
             self._close()
+
+
+class _Resume:
+    """Awaitable carrying on a coroutine that was stepped by hand until it first suspended
+    on ``yielded``: the Task awaiting this waits for that first, then drives the rest."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, bool], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, bool]:
+        coro = self._coro
+        yielded = self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # cancellation and the like go to the coroutine
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return cast(bool, stop.value)
+                continue
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return cast(bool, stop.value)
 
 
 async def _close_stream(stream: object) -> None:

@@ -47,8 +47,29 @@ def find_head_end(buf: bytes | bytearray, limit: int) -> int:
     return -1
 
 
+#: Heads parsed recently, by their bytes: a keep-alive client repeats the same head for
+#: every call of the same size, so most heads need no parsing. Emptied when full.
+_PARSED: dict[bytes, Head] = {}
+_PARSED_LIMIT = 256
+_PARSED_MAX_BYTES = 2048
+
+
 def parse_head(raw: bytes | bytearray) -> Head:
     """Parse a request line and header block (everything up to and including the blank line)."""
+    if len(raw) > _PARSED_MAX_BYTES:
+        return _parse_head(raw)
+    key = bytes(raw)
+    seen = _PARSED.get(key)
+    if seen is None:
+        seen = _parse_head(key)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[key] = seen
+    # Each request gets its own headers dict, so nothing a handler does leaks to another.
+    return Head(seen.method, seen.target, seen.version, seen.headers.copy())
+
+
+def _parse_head(raw: bytes | bytearray) -> Head:
     text = raw.decode("latin-1")
     if "\x00" in text:
         raise BadRequest("NUL byte in request head")

@@ -195,8 +195,14 @@ _FAILURE_OPEN = (
 _STRUCT_CLOSE = "</member></struct></value>" + _RESPONSE_CLOSE
 
 
+_SUCCESS_OPEN_BYTES = _SUCCESS_OPEN.encode()
+_STRUCT_CLOSE_BYTES = _STRUCT_CLOSE.encode()
+
+
 def encode_success(value: Any) -> bytes:
     """A successful reply: ``{Status: Success, Value: value}``."""
+    if type(value) is Preencoded:  # a cached record: the commonest reply, one join
+        return b"".join((_SUCCESS_OPEN_BYTES, value.xml, _STRUCT_CLOSE_BYTES))
     return _render(_SUCCESS_OPEN, value, _STRUCT_CLOSE)
 
 
@@ -351,28 +357,102 @@ def _refuse_entity(*_args: object) -> None:
     raise WireParseError("entity declarations are not accepted")
 
 
-# The shape nearly every client sends for a call whose params are all strings (session refs,
-# object refs, names): matched by regular expression, it needs no XML parser at all. Anything
-# else — other value types, entities, non-ASCII, odd spacing — takes the full expat path.
-_FAST_CALL = re.compile(
-    rb"\s*(?:<\?xml version=[\"']1\.0[\"'](?: encoding=[\"'](?:utf|UTF)-8[\"'])?\s*\?>)?\s*"
-    rb"<methodCall>\s*<methodName>([A-Za-z0-9_.:-]+)</methodName>\s*<params>\s*"
-    rb"((?:<param>\s*<value>(?:<string>[^<&\r]*</string>|[^<&\r]*)</value>\s*</param>\s*)*)"
-    rb"</params>\s*</methodCall>\s*"
+# The shapes nearly every client sends: params that are strings (session refs, object refs,
+# names), numbers, booleans, or arrays of strings (event classes, lists of refs). Matched by
+# regular expression, they need no XML parser; the converters are the full parser's, so the
+# values and errors are the same. Anything else — structs, nil, dates, entities, non-ASCII,
+# control characters, ">" in text, spacing other than XML's — takes the full expat path.
+# Text excludes CR (expat rewrites CR LF) and ">" (so no "]]>", which XML forbids in text).
+_FAST_TEXT = rb"[^<>&\x00-\x08\x0b-\x1f\x7f-\xff]*"
+_FAST_WS = rb"[ \t\r\n]*"
+_FAST_NUMBER = rb"[0-9A-Za-z+.\-]*"
+_FAST_TAGS = (b"double", b"int", b"i4", b"i8", b"boolean")
+_FAST_STRING_VALUE = (
+    rb"<value>(?:<string>(" + _FAST_TEXT + rb")</string>|(" + _FAST_TEXT + rb"))</value>"
 )
-_FAST_PARAM = re.compile(rb"<param>\s*<value>(?:<string>([^<&\r]*)</string>|([^<&\r]*))</value>")
-_FAST_UNSAFE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\]\]>")
+_FAST_ARRAY_BODY = (
+    rb"(?:"
+    + _FAST_WS
+    + rb"<value>(?:<string>"
+    + _FAST_TEXT
+    + rb"</string>|"
+    + _FAST_TEXT
+    + rb")</value>)*"
+    + _FAST_WS
+)
+_FAST_VALUE = (
+    rb"<value>(?:<string>"
+    + _FAST_TEXT
+    + rb"</string>|"
+    + b"|".join(rb"<%s>%s</%s>" % (tag, _FAST_NUMBER, tag) for tag in _FAST_TAGS)
+    + rb"|<array>"
+    + _FAST_WS
+    + rb"<data>"
+    + _FAST_ARRAY_BODY
+    + rb"</data>"
+    + _FAST_WS
+    + rb"</array>|"
+    + _FAST_TEXT
+    + rb")</value>"
+)
+_FAST_CALL = re.compile(
+    _FAST_WS
+    + rb"(?:<\?xml version=[\"']1\.0[\"'](?: encoding=[\"'](?:utf|UTF)-8[\"'])?"
+    + _FAST_WS
+    + rb"\?>)?"
+    + _FAST_WS
+    + rb"<methodCall>"
+    + _FAST_WS
+    + rb"<methodName>([A-Za-z0-9_.:-]+)</methodName>"
+    + _FAST_WS
+    + rb"<params>"
+    + _FAST_WS
+    + rb"((?:<param>"
+    + _FAST_WS
+    + _FAST_VALUE
+    + _FAST_WS
+    + rb"</param>"
+    + _FAST_WS
+    + rb")*)</params>"
+    + _FAST_WS
+    + rb"</methodCall>"
+    + _FAST_WS
+)
+# One param of a body _FAST_CALL accepted. Groups: tagged string, scalar tag and its text,
+# "<array>" and the array's body, bare string.
+_FAST_PARAM = re.compile(
+    rb"<param>"
+    + _FAST_WS
+    + rb"<value>(?:<string>("
+    + _FAST_TEXT
+    + rb")</string>|<(double|int|i4|i8|boolean)>("
+    + _FAST_NUMBER
+    + rb")</\2>|(<array>)"
+    + _FAST_WS
+    + rb"<data>("
+    + _FAST_ARRAY_BODY
+    + rb")</data>"
+    + _FAST_WS
+    + rb"</array>|("
+    + _FAST_TEXT
+    + rb"))</value>"
+)
+_FAST_ITEM = re.compile(_FAST_STRING_VALUE)
 
 
 def _decode_simple(body: bytes) -> tuple[str, list[Any]] | None:
-    """The call if it has the all-strings, plain-ASCII shape; None to use the full parser."""
+    """The call if it has one of the common plain-ASCII shapes; None to use the full parser."""
     m = _FAST_CALL.fullmatch(body)
-    if m is None or _FAST_UNSAFE.search(body) is not None:
+    if m is None:
         return None
     params: list[Any] = []
-    for p in _FAST_PARAM.finditer(m.group(2)):
-        tagged = p.group(1)
-        params.append((tagged if tagged is not None else p.group(2)).decode("ascii"))
+    for tagged, tag, number, array, items, bare in _FAST_PARAM.findall(m.group(2)):
+        if tag:
+            params.append(_SCALARS[tag.decode("ascii")](number.decode("ascii")))
+        elif array:
+            params.append([(t or b).decode("ascii") for t, b in _FAST_ITEM.findall(items)])
+        else:
+            params.append((tagged or bare).decode("ascii"))
     return m.group(1).decode("ascii"), params
 
 
