@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
 from openxapi.db import schema
@@ -31,7 +32,8 @@ async def _limit_size(store: Store, pages: int | None) -> None:
             count = conn.execute("PRAGMA page_count").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {count + pages}")
 
-    await asyncio.get_running_loop().run_in_executor(store._executor, apply)
+    assert store._thread is not None
+    await store._thread.call(apply)
 
 
 async def test_concurrent_syncs_share_transactions(tmp_path: Path) -> None:
@@ -118,6 +120,78 @@ async def test_a_full_disk_fails_the_waiting_syncs_and_a_retry_recovers(tmp_path
         await s.close()
 
 
+async def test_updates_written_since_a_failed_batch_keep_its_fields(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = Store(API, path)
+    await s.open()
+    ref, rec = vm(1)
+    s.create("VM", ref, rec)
+    await s.sync()
+    await _limit_size(s, 0)
+    big = {f"k{i}": "x" * 1000 for i in range(50)}
+    s.update("VM", ref, {"other_config": big})
+    with pytest.raises(StoreError):
+        await s.sync()
+    s.update("VM", ref, {"name_label": "later"})  # queued while the failed batch waits
+    await _limit_size(s, None)
+    await s.sync()
+    gen = s.version(ref)
+    s2_ref, s2_rec = vm(2)
+    s.create("VM", s2_ref, s2_rec)
+    await _limit_size(s, 0)
+    s.update("VM", s2_ref, {"name_label": "made and renamed"})
+    with pytest.raises(StoreError):
+        await s.sync()
+    s.update("VM", s2_ref, {"tags": ["t"]})
+    await _limit_size(s, None)
+    await s.sync()
+    await s.close()
+    s = Store(API, path)
+    await s.open()
+    try:
+        assert s.get("VM", ref) == {**rec, "other_config": big, "name_label": "later"}
+        assert s.version(ref) == gen
+        assert s.get("VM", s2_ref) == {**s2_rec, "name_label": "made and renamed", "tags": ["t"]}
+    finally:
+        await s.close()
+
+
+async def test_updates_are_folded_once_enough_are_stored(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = Store(API, path, compact_after=10)
+    await s.open()
+    refs = [vm(i)[0] for i in range(3)]
+    for i in range(3):
+        s.create("VM", *vm(i))
+    for k in range(25):
+        for ref in refs:
+            s.update("VM", ref, {"name_label": f"{ref}-{k}"})
+        await s.sync()
+    s.touch("VM", refs[0])
+    await s.sync()
+    expected = {ref: s.get("VM", ref) for ref in refs}
+    versions = {ref: s.version(ref) for ref in refs}
+
+    def stored_updates() -> int:
+        disk = s._disk
+        assert disk is not None
+        (n,) = disk.conn.execute("SELECT count(*) FROM changes").fetchone()
+        assert isinstance(n, int)
+        return n
+
+    # 76 updates written, folded whenever 10 or more were waiting
+    assert s._thread is not None
+    assert 0 < await s._thread.call(stored_updates) < 10
+    await s.close()
+    s = Store(API, path)
+    await s.open()
+    try:
+        assert {ref: s.get("VM", ref) for ref in refs} == expected
+        assert {ref: s.version(ref) for ref in refs} == versions
+    finally:
+        await s.close()
+
+
 async def test_close_reports_writes_it_could_not_flush(tmp_path: Path) -> None:
     s = Store(API, tmp_path / "s.db")
     await s.open()
@@ -165,24 +239,24 @@ async def test_an_older_schema_is_migrated_after_a_backup(
     await s.close()
 
     def add_table(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE added_in_v2 (x INTEGER)")
+        conn.execute("CREATE TABLE added_in_v3 (x INTEGER)")
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(schema, "MIGRATIONS", {1: add_table})
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, 2: add_table})
     s = Store(API, path)
     await s.open()
     try:
-        assert s.schema_version_found == 1
+        assert s.schema_version_found == 2
         got = s.get("VM", ref)
         assert got is not None and got["name_label"] == "before upgrade"
     finally:
         await s.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (2,)
-    conn.execute("SELECT x FROM added_in_v2")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (3,)
+    conn.execute("SELECT x FROM added_in_v3")
     conn.close()
-    backup = sqlite3.connect(tmp_path / "s.db.v1.bak")
-    assert backup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (1,)
+    backup = sqlite3.connect(tmp_path / "s.db.v2.bak")
+    assert backup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (2,)
     assert backup.execute("SELECT count(*) FROM objects").fetchone() == (1,)
     backup.close()
     # a new file is created at the newest version through the same steps
@@ -190,8 +264,57 @@ async def test_an_older_schema_is_migrated_after_a_backup(
     await fresh.open()
     await fresh.close()
     conn = sqlite3.connect(tmp_path / "new.db")
-    conn.execute("SELECT x FROM added_in_v2")
+    conn.execute("SELECT x FROM added_in_v3")
     conn.close()
+
+
+def _version_1_file(path: Path, rows: list[tuple[str, str, int, bytes]], generation: int) -> None:
+    """A store file as the first layout wrote it: whole records only."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value)")
+    conn.execute(
+        "CREATE TABLE objects ("
+        " ref TEXT PRIMARY KEY, cls TEXT NOT NULL, gen INTEGER NOT NULL, data BLOB NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE tombstones ("
+        " gen INTEGER PRIMARY KEY, cls TEXT NOT NULL, ref TEXT NOT NULL, ts REAL NOT NULL)"
+    )
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("schema_version", 1), ("generation", generation), ("reserved", generation)],
+    )
+    conn.executemany("INSERT INTO objects VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+
+
+async def test_a_version_1_file_keeps_every_object_and_generation(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    ref, rec = vm(1, name_label="from v1", tags=["a"])
+    extra = {**rec, "legacy_field": 7}
+    _version_1_file(path, [(ref, "VM", 41, orjson.dumps(extra))], 41)
+    s = Store(API, path)
+    await s.open()
+    try:
+        assert s.schema_version_found == 1
+        assert s.get("VM", ref) == rec and s.version(ref) == 41
+        assert s.extras(ref) == {"legacy_field": 7}
+        gen = s.update("VM", ref, {"name_label": "after upgrade"})
+        assert gen > 41
+        await s.sync()
+    finally:
+        await s.close()
+    s = Store(API, path)
+    await s.open()
+    try:
+        assert s.get("VM", ref) == {**rec, "name_label": "after upgrade"}
+        assert s.version(ref) == gen and s.extras(ref) == {"legacy_field": 7}
+    finally:
+        await s.close()
+    backup = sqlite3.connect(tmp_path / "s.db.v1.bak")
+    assert backup.execute("SELECT gen, data FROM objects").fetchall() == [(41, orjson.dumps(extra))]
+    backup.close()
 
 
 # ---------------------------------------------------------------- SIGKILL
@@ -207,7 +330,7 @@ path, base = Path(sys.argv[1]), int(sys.argv[2])
 template = {f.name: f.default for f in api.classes["VM"].fields}
 
 async def main():
-    s = Store(api, path)
+    s = Store(api, path, compact_after=50)  # kills land in compactions too
     await s.open()
 
     async def worker(w):
@@ -222,6 +345,10 @@ async def main():
             print("wrote", g, flush=True)
             await s.sync()
             print("ack", ref, g, flush=True)
+            g = s.update("VM", ref, {"tags": [str(n), "second"]})
+            print("wrote", g, flush=True)
+            await s.sync()
+            print("second", ref, g, flush=True)
             i += 1
 
     await asyncio.gather(*(worker(w) for w in range(4)))
@@ -230,10 +357,12 @@ asyncio.run(main())
 """
 
 
-def _run_and_kill(path: Path, base: int, acks_wanted: int) -> tuple[list[str], int]:
+def _run_and_kill(path: Path, base: int, acks_wanted: int) -> tuple[list[str], list[str], int]:
     """Run a writer process, SIGKILL it once it has acknowledged enough writes; returns
-    the acknowledged refs and the highest generation it handed out."""
+    the refs whose creation and whose second update were acknowledged, and the highest
+    generation it handed out."""
     acked: list[str] = []
+    seconds: list[str] = []
     highest = 0
     with subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(path), str(base)],
@@ -249,10 +378,12 @@ def _run_and_kill(path: Path, base: int, acks_wanted: int) -> tuple[list[str], i
                 if (
                     not line.endswith("\n")
                     or not words
-                    or len(words) != (3 if words[0] == "ack" else 2)
+                    or len(words) != (2 if words[0] == "wrote" else 3)
                 ):
                     continue  # cut short by the kill
                 highest = max(highest, int(words[-1]))
+                if words[0] == "second":
+                    seconds.append(words[1])
                 if words[0] == "ack":
                     acked.append(words[1])
                     if len(acked) == acks_wanted:
@@ -260,10 +391,10 @@ def _run_and_kill(path: Path, base: int, acks_wanted: int) -> tuple[list[str], i
         finally:
             watchdog.cancel()
     assert proc.returncode == -signal.SIGKILL
-    return acked, highest
+    return acked, seconds, highest
 
 
-def _check(path: Path, acked: list[str], highest: int) -> None:
+def _check(path: Path, acked: list[str], seconds: list[str], highest: int) -> None:
     async def check() -> None:
         s = Store(API, path)
         await s.open()
@@ -277,8 +408,10 @@ def _check(path: Path, acked: list[str], highest: int) -> None:
                 assert list(rec) == names
                 assert rec["name_description"] == "done " + ref  # the batch was atomic
                 assert rec["other_config"] == {"n": n, "pad": "p" * 2000}
-                assert rec["tags"] == [n]
+                assert rec["tags"] in ([n], [n, "second"])
                 assert s.ref_of_uuid("VM", f"uuid-{n}") == ref
+            for ref in seconds:
+                assert table[ref]["tags"][1:] == ["second"], f"acknowledged update of {ref} lost"
             # no generation handed out before the crash is handed out again
             assert s.generation >= highest
             ref, rec = vm(999_999_999)
@@ -293,7 +426,9 @@ def _check(path: Path, acked: list[str], highest: int) -> None:
 def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     all_acked: list[str] = []
+    all_seconds: list[str] = []
     for round_no in range(2):
-        acked, highest = _run_and_kill(path, round_no * 1_000_000, 150 + 100 * round_no)
+        acked, seconds, highest = _run_and_kill(path, round_no * 1_000_000, 150 + 100 * round_no)
         all_acked += acked
-        _check(path, all_acked, highest)
+        all_seconds += seconds
+        _check(path, all_acked, all_seconds, highest)

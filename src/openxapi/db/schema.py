@@ -3,6 +3,9 @@
 The layout is versioned in the ``meta`` table so a newer daemon migrates an older file in
 place (after taking a backup copy) and an older daemon refuses a newer file instead of
 misreading it.
+
+Version 2 adds ``changes``: an update is stored as the fields it changed, keyed by its
+generation, and folded into the object's ``objects`` row later (see ``disk.Disk.compact``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
@@ -23,8 +26,16 @@ _TABLES_V1 = (
 
 Migration = Callable[[sqlite3.Connection], None]
 
+
+def _add_changes(conn: sqlite3.Connection) -> None:
+    """Version 2: field-level updates, applied over ``objects`` rows in generation order."""
+    conn.execute(
+        "CREATE TABLE changes (gen INTEGER PRIMARY KEY, ref TEXT NOT NULL, data BLOB NOT NULL)"
+    )
+
+
 # MIGRATIONS[v] upgrades a file at schema version v to v + 1, inside one transaction.
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {1: _add_changes}
 
 
 class SchemaError(Exception):
@@ -37,7 +48,7 @@ def connect(path: Path) -> sqlite3.Connection:
     WAL with ``synchronous=FULL`` makes each commit one fsync of the log; exclusive locking
     keeps a second daemon from writing the same file.
     """
-    conn = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=0.5, isolation_level=None, cached_statements=512)
     conn.execute("PRAGMA locking_mode=EXCLUSIVE")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":

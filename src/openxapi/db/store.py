@@ -20,14 +20,15 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from openxapi.db.disk import Batch, Disk, Tombstone
+from openxapi.db.disk import Batch, Disk, Tombstone, apply_deltas
+from openxapi.db.disk_thread import DiskThread
 from openxapi.db.records import Shape
 from openxapi.db.schema import SchemaError
 from openxapi.spec.model import Api
@@ -35,7 +36,9 @@ from openxapi.spec.model import Api
 log = logging.getLogger(__name__)
 
 # Generations a crashed daemon may have handed out beyond what reached disk; a restart after
-# a crash skips this many so no generation (an event token a client may hold) is reused.
+# a crash starts above the reservation on disk so no generation (an event token a client may
+# hold) is reused. A batch renews the reservation, to RESERVE above the newest generation,
+# only once fewer than RESERVE // 2 of it are left, so most batches write no counters.
 RESERVE = 1_000_000
 
 _RETRY_DELAY = 0.5
@@ -55,18 +58,37 @@ class Change:
     op: str  # "add" | "mod" | "del"
 
 
-# A queued write: (cls, generation, serialised record or None for a delete).
-_Pending = tuple[str, int, bytes | None]
+_WHOLE, _FIELDS, _GONE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What the next batch writes for one object: the whole record (a new object), the
+    fields set since the last batch (merged when set twice), or its deletion."""
+
+    cls: str
+    gen: int
+    kind: int
+    data: bytes | None  # the serialised record or fields; None: encode ``fields`` at commit
+    fields: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
 class _InFlight:
-    done: asyncio.Future[None] | None
+    """A batch on its way to disk and the ``sync()`` calls waiting for it."""
+
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
-def _mark_retrieved(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
+def _wake_all(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in waiters:
+        if fut.done():
+            continue  # its sync() was cancelled
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+            fut.exception()  # a waiter cancelled meanwhile must not log it as unretrieved
 
 
 class Store:
@@ -82,6 +104,7 @@ class Store:
         change_log_size: int = 100_000,
         tombstone_keep: int = 100_000,
         tombstone_age: float = 86_400.0,
+        compact_after: int = 20_000,
     ) -> None:
         for name in volatile:
             if name not in api.classes:
@@ -123,13 +146,16 @@ class Store:
         self._pending: dict[str, _Pending] = {}
         self._pending_tombstones: list[Tombstone] = []
         self._pending_prune: int | None = None
-        self._pending_done: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._inflight: _InFlight | None = None
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: DiskThread | None = None
         self._disk: Disk | None = None
         self._last_error: BaseException | None = None
+        self._compact_after = compact_after
+        self._stored_deltas = 0
+        self._reserved = 0  # the reservation on disk
         self.batches_committed = 0
         self.rows_written = 0
         self.schema_version_found: int | None = None
@@ -146,14 +172,14 @@ class Store:
             return
         assert self._path is not None
         loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openxapi-store")
+        thread = self._thread = DiskThread("openxapi-store")
         self._disk = Disk(self._path)
         try:
-            await loop.run_in_executor(self._executor, self._load)
+            await thread.call(self._load)
         except BaseException as exc:
-            executor, self._executor = self._executor, None
-            await loop.run_in_executor(executor, self._disk.close, None)
-            executor.shutdown(wait=True)
+            self._thread = None
+            await thread.call(partial(self._disk.close, None))
+            thread.stop()
             self._disk = None
             if isinstance(exc, sqlite3.Error | SchemaError):
                 raise StoreError(f"cannot open store {self._path}: {exc}") from exc
@@ -168,8 +194,10 @@ class Store:
         assert disk is not None
         meta = disk.open()
         self.schema_version_found = meta.schema_version_found
+        self._stored_deltas = meta.deltas
         start = meta.reserved
         disk.set_counters(start, start + RESERVE)
+        self._reserved = start + RESERVE
         skipped: dict[str, int] = {}
         # Loading allocates millions of long-lived containers; cyclic GC passes over the
         # growing heap would make it quadratic.
@@ -195,6 +223,7 @@ class Store:
         volatile = self._volatile
         versions = self._versions
         shared: dict[Any, Any] = {}
+        deltas = disk.deltas()
         for ref, cls, gen, data in disk.rows():
             shape = shapes.get(cls)
             if shape is None or cls in volatile:
@@ -204,6 +233,9 @@ class Store:
                 stored = loads(data)
                 if type(stored) is not dict:
                     raise TypeError(f"a {type(stored).__name__}, not an object")
+                updates = deltas.get(ref)
+                if updates is not None:
+                    gen = apply_deltas(stored, updates, gen)
                 record, extras = shape.restore(stored, shared)
             except (ValueError, TypeError) as exc:
                 # Left on disk untouched for inspection; the rest of the store still loads.
@@ -230,16 +262,13 @@ class Store:
             await self._writer
             self._writer = None
         unflushed = self._has_pending()
-        loop = asyncio.get_running_loop()
-        executor = self._executor
-        assert executor is not None
+        thread = self._thread
+        assert thread is not None
         try:
-            await loop.run_in_executor(
-                executor, self._disk.close, None if unflushed else self._generation
-            )
+            await thread.call(partial(self._disk.close, None if unflushed else self._generation))
         finally:
-            executor.shutdown(wait=True)
-            self._executor = None
+            thread.stop()
+            self._thread = None
             self._disk = None
         if unflushed:
             raise StoreError(f"store {self._path} closed with unwritten changes") from (
@@ -317,7 +346,9 @@ class Store:
         gen = self._generation = self._generation + 1
         self._install(cls, shape, ref, record)
         self._versions[ref] = gen
-        self._after_write(cls, ref, gen, data, "add")
+        if data is not None:
+            self._pending[ref] = _Pending(cls, gen, _WHOLE, data)
+        self._after_write(cls, ref, gen, "add")
         return gen
 
     def update(self, cls: str, ref: str, changes: dict[str, Any]) -> int:
@@ -331,7 +362,11 @@ class Store:
             if name not in old:
                 raise KeyError(f"{cls} has no field {name!r}")
         new = {**old, **changes}
-        data = self._encode(cls, new, self._extras.get(ref))
+        entry = self._pending.get(ref)
+        if entry is not None and entry.kind == _WHOLE:
+            data = self._encode(cls, new, self._extras.get(ref))
+        else:
+            data = self._encode(cls, changes, None)
         gen = self._generation = self._generation + 1
         table[ref] = new
         if "uuid" in changes and cls in self._by_uuid and old["uuid"] != new["uuid"]:
@@ -347,7 +382,15 @@ class Store:
             self._unlabel(cls, ref, old["name_label"])
             self._by_label[cls].setdefault(new["name_label"], {})[ref] = None
         self._versions[ref] = gen
-        self._after_write(cls, ref, gen, data, "mod")
+        if data is not None:
+            if entry is None:
+                self._pending[ref] = _Pending(cls, gen, _FIELDS, data, changes)
+            elif entry.kind == _WHOLE:
+                entry.gen, entry.data = gen, data
+            else:
+                assert entry.fields is not None
+                entry.gen, entry.data, entry.fields = gen, None, {**entry.fields, **changes}
+        self._after_write(cls, ref, gen, "mod")
         return gen
 
     def touch(self, cls: str, ref: str) -> int:
@@ -356,10 +399,16 @@ class Store:
         self._check_accepting()
         if record is None:
             raise KeyError(f"{cls} {ref} does not exist")
-        data = self._encode(cls, record, self._extras.get(ref))
         gen = self._generation = self._generation + 1
         self._versions[ref] = gen
-        self._after_write(cls, ref, gen, data, "mod")
+        if self._durable and cls not in self._volatile:
+            # No field changes: an empty update still records the object's new generation.
+            entry = self._pending.get(ref)
+            if entry is None:
+                self._pending[ref] = _Pending(cls, gen, _FIELDS, b"{}", {})
+            else:
+                entry.gen = gen
+        self._after_write(cls, ref, gen, "mod")
         return gen
 
     def delete(self, cls: str, ref: str) -> int:
@@ -382,9 +431,10 @@ class Store:
         self._tombstones.append(tomb)
         if self._durable and cls not in self._volatile:
             self._pending_tombstones.append(tomb)
+            self._pending[ref] = _Pending(cls, gen, _GONE, None)
         if len(self._tombstones) >= self._tomb_check_at:
             self._prune_tombstones()
-        self._after_write(cls, ref, gen, None, "del")
+        self._after_write(cls, ref, gen, "del")
         return gen
 
     async def sync(self) -> None:
@@ -396,16 +446,13 @@ class Store:
             wake = self._wake
             if wake is not None and not wake.is_set():
                 wake.set()  # also cuts short the pause after a failed batch
-            if self._pending_done is None:
-                self._pending_done = asyncio.get_running_loop().create_future()
-                self._pending_done.add_done_callback(_mark_retrieved)
-            await asyncio.shield(self._pending_done)
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
         elif self._inflight is not None:
-            inflight = self._inflight
-            if inflight.done is None:
-                inflight.done = asyncio.get_running_loop().create_future()
-                inflight.done.add_done_callback(_mark_retrieved)
-            await asyncio.shield(inflight.done)
+            fut = asyncio.get_running_loop().create_future()
+            self._inflight.waiters.append(fut)
+            await fut
         elif self._committed < self._generation:
             self._announce_idle()  # writes that need no disk: committed now
 
@@ -451,9 +498,13 @@ class Store:
         if not self._accepting:
             raise RuntimeError("store is not open")
 
-    def _encode(self, cls: str, record: dict[str, Any], extras: dict[str, Any] | None) -> bytes:
+    def _encode(
+        self, cls: str, record: dict[str, Any], extras: dict[str, Any] | None
+    ) -> bytes | None:
+        """The stored form, made at write time so a value that cannot be stored is refused
+        before anything changes; None when the class is not stored."""
         if not self._durable or cls in self._volatile:
-            return b""
+            return None
         return orjson.dumps({**record, **extras} if extras else record)
 
     def _install(self, cls: str, shape: Shape, ref: str, record: dict[str, Any]) -> None:
@@ -471,9 +522,8 @@ class Store:
             if not refs:
                 del self._by_label[cls][label]
 
-    def _after_write(self, cls: str, ref: str, gen: int, data: bytes | None, op: str) -> None:
+    def _after_write(self, cls: str, ref: str, gen: int, op: str) -> None:
         if self._durable and cls not in self._volatile:
-            self._pending[ref] = (cls, gen, data)
             wake = self._wake
             if wake is not None and not wake.is_set():
                 wake.set()
@@ -536,6 +586,30 @@ class Store:
         if self._durable:
             self._pending_prune = upto
 
+    def _requeue(self, ref: str, old: _Pending) -> None:
+        """Put back an entry of a failed batch, under whatever was written since."""
+        new = self._pending.get(ref)
+        if new is None:
+            self._pending[ref] = old
+        elif new.kind == _FIELDS and old.kind == _FIELDS:
+            assert old.fields is not None and new.fields is not None
+            new.fields, new.data = {**old.fields, **new.fields}, None
+        elif new.kind == _FIELDS and old.kind == _WHOLE:
+            record = self._tables[new.cls][ref]
+            new.kind, new.fields = _WHOLE, None
+            new.data = self._encode(new.cls, record, self._extras.get(ref))
+
+    async def _compact(self) -> None:
+        """Fold stored updates into their rows; a failure only leaves them for next time."""
+        disk = self._disk
+        assert disk is not None and self._thread is not None
+        # Counted afresh either way: a failed fold is retried after another threshold.
+        self._stored_deltas = 0
+        try:
+            await self._thread.call(disk.compact)
+        except Exception as exc:
+            log.warning("store: compacting %s failed: %s", self._path, exc)
+
     def _has_pending(self) -> bool:
         return bool(self._pending or self._pending_tombstones or self._pending_prune is not None)
 
@@ -550,6 +624,8 @@ class Store:
                 wake.clear()
                 continue
             if await self._commit_pending():
+                if self._stored_deltas >= self._compact_after:
+                    await self._compact()
                 continue
             if self._closing:
                 return
@@ -564,45 +640,50 @@ class Store:
         pending, self._pending = self._pending, {}
         tombs, self._pending_tombstones = self._pending_tombstones, []
         prune, self._pending_prune = self._pending_prune, None
-        inflight = self._inflight = _InFlight(self._pending_done)
-        self._pending_done = None
-        batch = Batch(
-            tombstones=tombs,
-            prune_tombstones_upto=prune,
-            generation=self._generation,
-            reserved=self._generation + RESERVE,
-        )
-        for ref, (cls, gen, data) in pending.items():
-            if data is None:
-                batch.deletes.append((ref,))
+        inflight = self._inflight = _InFlight(self._waiters)
+        self._waiters = []
+        taken = self._generation
+        batch = Batch(tombstones=tombs, prune_tombstones_upto=prune)
+        if self._generation + RESERVE // 2 > self._reserved:
+            batch.generation = self._generation
+            batch.reserved = self._generation + RESERVE
+        for ref, entry in pending.items():
+            if entry.kind == _FIELDS:
+                data = entry.data
+                if data is None:
+                    data = entry.data = orjson.dumps(entry.fields)
+                batch.deltas.append((entry.gen, ref, data))
+            elif entry.kind == _WHOLE:
+                assert entry.data is not None
+                batch.rows.append((ref, entry.cls, entry.gen, entry.data))
             else:
-                batch.rows.append((ref, cls, gen, data))
+                batch.deletes.append((ref,))
         disk = self._disk
-        assert disk is not None and self._executor is not None
+        assert disk is not None and self._thread is not None
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, disk.commit, batch)
+            await self._thread.call(partial(disk.commit, batch))
         except Exception as exc:
             log.error("store: writing %d changes to %s failed: %s", len(pending), self._path, exc)
             self._last_error = exc
             # Put the batch back behind anything written since, so a retry carries it.
             for ref, entry in pending.items():
-                self._pending.setdefault(ref, entry)
+                self._requeue(ref, entry)
             self._pending_tombstones[:0] = tombs
             if prune is not None and self._pending_prune is None:
                 self._pending_prune = prune
             self._inflight = None
-            if inflight.done is not None:
-                error = StoreError(f"cannot write to store {self._path}: {exc}")
-                error.__cause__ = exc
-                inflight.done.set_exception(error)
+            error = StoreError(f"cannot write to store {self._path}: {exc}")
+            error.__cause__ = exc
+            _wake_all(inflight.waiters, error)
             return False
         self._last_error = None
+        self._reserved = max(self._reserved, batch.reserved)
+        self._stored_deltas += len(batch.deltas)
         self.batches_committed += 1
         self.rows_written += len(pending)
         self._inflight = None
-        if inflight.done is not None:
-            inflight.done.set_result(None)
+        _wake_all(inflight.waiters, None)
         # Writes since the batch was taken are either queued (the next batch covers them) or
         # need no disk; with nothing queued, everything handed out so far is durable.
-        self._announce(batch.generation if self._has_pending() else self._generation)
+        self._announce(taken if self._has_pending() else self._generation)
         return True
