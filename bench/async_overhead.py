@@ -1,7 +1,7 @@
 """Async overhead: ``Async.VM.clone`` followed by waiting for its task through
 ``event.from`` (the way Xen Orchestra's client waits), against the synchronous ``VM.clone``
 (the floor), one client on one connection, a halted VM without devices. Reported as a ratio;
-the issue sets no target.
+no target is set for it.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ log = logging.getLogger("openxapi.api")
 
 ASYNC_PREFIX = "Async."
 
+# Classes whose hand-written behaviour needs the storage and domain backends attached.
+BACKEND_CLASSES = frozenset(
+    {"VM", "VDI", "VBD", "SR", "PBD", "SM", "VIF", "network", "PIF", "VLAN", "Bond", "tunnel"}
+)
+
 
 @dataclass(slots=True)
 class Bound:
@@ -40,6 +45,7 @@ class Bound:
     defaults: list[Any]
     required: int
     total: int
+    waits_for_backends: bool = False
 
 
 def _converter(t: T.Type, name: str, enums: dict[str, list[str]]) -> Callable[[Any], Any]:
@@ -88,6 +94,7 @@ class Dispatcher:
                 [p.default for p in msg.params],
                 msg.required_count,
                 len(msg.params),
+                waits_for_backends=wire in custom and msg.cls in BACKEND_CLASSES,
             )
         stray = [w for w in custom if w not in api.messages]
         if stray:
@@ -102,6 +109,9 @@ class Dispatcher:
         self.tasks = Tasks(state)
         state.extras["tasks"] = self.tasks
         self.events = EventHub(state)
+        # Set by the server while its storage and domain backends start in the background:
+        # behaviour that needs them waits; logins, reads and events do not.
+        self.backends_ready: asyncio.Event | None = None
 
     def lookup(self, name: str) -> Bound | None:
         b = self.bound.get(name)
@@ -153,6 +163,9 @@ class Dispatcher:
         h = b.handler
         if h is None:
             raise ApiError("NOT_IMPLEMENTED", msg.wire_name)
+        ready = self.backends_ready
+        if ready is not None and b.waits_for_backends and not ready.is_set():
+            await ready.wait()
         if is_async:
             return await self.tasks.run_async(f"Async.{msg.wire_name}", h, values, ctx)
         if msg.is_async:

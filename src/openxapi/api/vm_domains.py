@@ -60,6 +60,7 @@ class VmDomains:
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
+        self._unresident: dict[str, set[str]] | None = None
         backend.set_listener(self._on_change)
 
     @property
@@ -76,31 +77,47 @@ class VmDomains:
                 if not self._opened:
                     adopted = await self.backend.open()
                     self._opened = True
-                    self._adopt(adopted)
+                    await self._adopt(adopted)
         return self.backend
 
-    def _adopt(self, adopted: list[DomainInfo]) -> None:
+    async def _adopt(self, adopted: list[DomainInfo]) -> None:
         st = self.state
         live = {d.uuid: d for d in adopted}
-        for ref, rec in list(st.store.table("VM").items()):
-            if rec["is_control_domain"]:
-                continue
-            if rec["current_operations"]:
-                st.store.update("VM", ref, {"current_operations": {}})
-            info = live.pop(rec["uuid"], None)
-            alive = info is not None and info.state in ("running", "paused")
-            if alive and info is not None:  # the domain is the truth, as in the reference
-                self.record_running(ref, info)
-            elif rec["power_state"] in RUNNING_STATES:
-                self.record_halted(ref)
-            if not alive and info is not None:
-                live[rec["uuid"]] = info  # a crashed domain left behind: destroyed below
-            if rec["current_operations"]:
-                self.refresh(ref)
+        # VMs leaving a host are taken off its resident_VMs in one write at the end.
+        self._unresident = {}
+        try:
+            for i, (ref, rec) in enumerate(list(st.store.table("VM").items())):
+                if i % 256 == 255:
+                    await asyncio.sleep(0)  # thousands of VMs must not hold up other calls
+                self._adopt_one(ref, rec, live)
+        finally:
+            gone, self._unresident = self._unresident, None
+            for host, refs in gone.items():
+                hrec = st.store.get("host", host)
+                if hrec is not None:
+                    kept = [r for r in hrec["resident_VMs"] if r not in refs]
+                    st.store.update("host", host, {"resident_VMs": kept})
         for uuid in live:  # domains with no VM any more
             task = asyncio.get_running_loop().create_task(self.backend.hard_shutdown(uuid))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _adopt_one(self, ref: str, rec: dict[str, Any], live: dict[str, DomainInfo]) -> None:
+        st = self.state
+        if rec["is_control_domain"]:
+            return
+        if rec["current_operations"]:
+            st.store.update("VM", ref, {"current_operations": {}})
+        info = live.pop(rec["uuid"], None)
+        alive = info is not None and info.state in ("running", "paused")
+        if alive and info is not None:  # the domain is the truth, as in the reference
+            self.record_running(ref, info)
+        elif rec["power_state"] in RUNNING_STATES:
+            self.record_halted(ref)
+        if not alive and info is not None:
+            live[rec["uuid"]] = info  # a crashed domain left behind: destroyed below
+        if rec["current_operations"]:
+            self.refresh(ref)
 
     async def close(self) -> None:
         for task in list(self._pending):
@@ -186,6 +203,10 @@ class VmDomains:
         st = self.state
         old = st.record("VM", ref)["resident_on"]
         if old == host:
+            return
+        if self._unresident is not None and host == NULL_REF and old != NULL_REF:
+            self._unresident.setdefault(old, set()).add(ref)
+            st.store.update("VM", ref, {"resident_on": host})
             return
         Generic._unlink(st, "host", "resident_VMs", old, ref)
         st.store.update("VM", ref, {"resident_on": host})

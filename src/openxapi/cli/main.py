@@ -165,6 +165,7 @@ async def _serve(cfg: Config) -> int:
         print(f"listening: {lst.kind} {where}", flush=True)
     if cfg.https_port:
         print(f"TLS certificate: {cfg.tls_cert}", flush=True)
+    await app.wait_backends()
     print(f"openxapi ready (data directory {cfg.data_dir})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -75,6 +75,7 @@ class App:
     _http: HttpServer | None = None
     _store: Store | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _backends: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -96,8 +97,6 @@ class App:
         ensure_world(state, book)
         dispatcher.tasks.fail_interrupted()
         await store.sync()
-        await _start_storage(state)
-        await start_domains(state)
         self.state = state
         self._ensure_pool_secret()
         router = Router()
@@ -109,9 +108,28 @@ class App:
             rate_burst=cfg.request_burst,
         )
         self._http = http = HttpServer(router, limits)
+        # Logins and reads are answered at once; SRs are attached and surviving domains
+        # re-adopted in the background, and calls that need them wait (Dispatcher).
+        dispatcher.backends_ready = ready = asyncio.Event()
         await self._listen(http)
+        self._backends = asyncio.create_task(self._start_backends(state, ready))
+        self._background.append(self._backends)
         self._background.append(asyncio.create_task(self._housekeeping(state, book)))
         self._background.append(asyncio.create_task(collect_periodically(state)))
+
+    async def _start_backends(self, state: ServerState, ready: asyncio.Event) -> None:
+        try:
+            await _start_storage(state)
+            await start_domains(state)
+        except Exception:
+            log.exception("starting the storage and domain backends failed")
+        finally:
+            ready.set()
+
+    async def wait_backends(self) -> None:
+        """Return once the background start of storage and domains has finished."""
+        if self._backends is not None:
+            await asyncio.shield(self._backends)
 
     async def _listen(self, http: HttpServer) -> None:
         cfg = self.config

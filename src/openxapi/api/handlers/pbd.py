@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from openxapi.api.coerce import CoercionError, coerce
@@ -66,8 +67,10 @@ async def plug_pbd(storage: Storage, pbd: str, ctx: CallContext) -> None:
             st.store.update("PBD", pbd, {"currently_attached": False})
             raise
     storage.refresh_sr(sr)
-    for vdi in st.record("SR", sr)["VDIs"]:
+    for i, vdi in enumerate(list(st.record("SR", sr)["VDIs"])):
         storage.refresh_vdi(vdi)
+        if i % 256 == 255:
+            await asyncio.sleep(0)  # a big SR must not hold up other calls
 
 
 async def unplug_pbd(storage: Storage, pbd: str, ctx: CallContext) -> None:
@@ -98,8 +101,10 @@ async def unplug_pbd(storage: Storage, pbd: str, ctx: CallContext) -> None:
                 await drv.detach()
         st.store.update("PBD", pbd, {"currently_attached": False})
     storage.refresh_sr(sr)
-    for vdi in st.record("SR", sr)["VDIs"]:
+    for i, vdi in enumerate(list(st.record("SR", sr)["VDIs"])):
         storage.refresh_vdi(vdi)
+        if i % 256 == 255:
+            await asyncio.sleep(0)  # a big SR must not hold up other calls
 
 
 @handler("PBD.create")
