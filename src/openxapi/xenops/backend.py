@@ -234,6 +234,16 @@ class DomainBackend(abc.ABC):
         """Rebuild a domain from ``image``. End state: running (``paused`` if asked), with
         the guest state it was suspended with. On failure the image is left intact."""
 
+    async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
+        """Plug or unplug vCPUs of a live domain, up to its maximum. Backends that cannot
+        hot-plug vCPUs refuse."""
+        raise BackendError(uuid, "vCPU hot-plug is not supported by this backend")
+
+    async def copy_image(self, src: SuspendImage, dst: SuspendImage) -> None:
+        """``dst`` is a storage-level copy of the suspend image ``src`` (a clone, copy or
+        snapshot of its VDI). Backends whose images live in the VDI need do nothing."""
+        return None
+
     @abc.abstractmethod
     async def info(self, uuid: str) -> DomainInfo | None:
         """The domain's live state, or None when there is no such domain."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import time
@@ -342,6 +343,18 @@ class SimulatorBackend(DomainBackend):
             self._schedule_boot(spec.uuid)
         self._dirty()
         return self._info(dom)
+
+    async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
+        dom = self._get(uuid)
+        dom["vcpus"] = count
+        self._dirty()
+        return self._info(dom)
+
+    async def copy_image(self, src: SuspendImage, dst: SuspendImage) -> None:
+        saved = self._images.get(src.vdi_uuid)
+        if saved is not None:
+            self._images[dst.vdi_uuid] = copy.deepcopy(saved)
+            self._dirty()
 
     async def info(self, uuid: str) -> DomainInfo | None:
         dom = self._domains.get(uuid)

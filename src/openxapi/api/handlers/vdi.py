@@ -244,19 +244,35 @@ async def copy(
                 await _copy_data(storage, ctx, vdi, into, base, existing=True)
             result = into
         else:
-            target = sr if sr != NULL_REF else rec["SR"]
-            state.record("SR", target)
-            values: dict[str, Any] = {f: _copy(rec[f]) for f in COPIED}
-            values.update(read_only=False, sm_config={})
-            result = await create_vdi(storage, ctx, target, rec["virtual_size"], values)
             try:
-                await _copy_data(storage, ctx, vdi, result)
+                result = await _copy_to_new(storage, ctx, vdi, sr)
             except BaseException:
-                await delete_vdi(storage, CallContext(), result)
                 await state.store.sync()
                 raise
     await state.store.sync()
     return result
+
+
+async def _copy_to_new(storage: Storage, ctx: CallContext, vdi: str, sr: str) -> str:
+    state = storage.state
+    rec = state.record("VDI", vdi)
+    target = sr if sr != NULL_REF else rec["SR"]
+    state.record("SR", target)
+    values: dict[str, Any] = {f: _copy(rec[f]) for f in COPIED}
+    values.update(read_only=False, sm_config={})
+    result = await create_vdi(storage, ctx, target, rec["virtual_size"], values)
+    try:
+        await _copy_data(storage, ctx, vdi, result)
+    except BaseException:
+        await delete_vdi(storage, CallContext(), result)
+        raise
+    return result
+
+
+async def copy_vdi(storage: Storage, ctx: CallContext, vdi: str, sr: str) -> str:
+    """A full copy of ``vdi`` as a new disk on ``sr`` (NULL: its own SR), as VM.copy needs."""
+    async with storage.operation("VDI", vdi, "copy", ctx, lambda: storage.check_vdi(vdi, "copy")):
+        return await _copy_to_new(storage, ctx, vdi, sr)
 
 
 async def _resize(state: ServerState, ctx: CallContext, vdi: str, size: int, op: str) -> Any:

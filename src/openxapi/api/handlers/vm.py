@@ -49,6 +49,11 @@ async def destroy(state: ServerState, ctx: CallContext, self: str) -> Any:
     rec = domains_of(state).check(self, "destroy")  # the lifecycle's checks and errors
     g = _generic(state)
     storage = storage_of(state)
+    suspend_vdi = rec["suspend_VDI"]  # the memory image goes with its VM
+    if suspend_vdi != NULL_REF and state.store.get("VDI", suspend_vdi) is not None:
+        from openxapi.api.handlers.vdi import delete_vdi
+
+        await delete_vdi(storage, ctx, suspend_vdi)
     for vbd in list(rec["VBDs"]):  # with their metrics; their VDIs' operations refreshed
         storage.destroy_vbd_record(vbd)
     for vif in list(rec["VIFs"]):  # with their metrics

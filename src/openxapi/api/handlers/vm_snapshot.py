@@ -3,7 +3,8 @@
 As in the reference the snapshot is a template (``is_a_template`` and ``is_a_snapshot``), names
 its VM in ``snapshot_of`` (which lists it in ``snapshots``), records ``snapshot_time``, keeps
 the VIFs' MACs, and becomes the VM's ``parent``. CDs are shared, not snapshotted; disks in
-``ignore_vdis`` are left out. On failure everything made so far is removed.
+``ignore_vdis`` are left out. On failure everything made so far is removed. The steps are
+shared with VM.checkpoint, which adds the memory image.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 from openxapi.api.context import CallContext
 from openxapi.api.generic import Generic
 from openxapi.api.handlers.vbd import create_vbd
-from openxapi.api.handlers.vdi import delete_vdi, fork_vdi
-from openxapi.api.handlers.vif import create_vif, destroy_vif_record
+from openxapi.api.handlers.vdi import fork_vdi
+from openxapi.api.handlers.vif import create_vif
+from openxapi.api.handlers.vm_clone import undo_made
 from openxapi.api.registry import handler
 from openxapi.api.state import ServerState
 from openxapi.api.storage_access import storage_of
@@ -63,74 +65,81 @@ def _snapshot_record(state: ServerState, src: dict[str, Any], name: str) -> dict
     return args
 
 
-async def _undo(state: ServerState, ctx: CallContext, made: list[tuple[str, str]]) -> None:
-    storage = storage_of(state)
+async def take_snapshot(
+    state: ServerState,
+    ctx: CallContext,
+    vm: str,
+    new_name: str,
+    ignore_vdis: set[str],
+    made: list[tuple[str, str]],
+) -> str:
+    """Make the snapshot record of ``vm`` with its disks' snapshots and its VIFs; what is
+    made is appended to ``made`` so the caller can undo it."""
+    tasks = tasks_of(state)
     g = _generic(state)
-    for cls, ref in reversed(made):
-        if state.store.get(cls, ref) is None:
-            continue
-        if cls == "VDI":
-            await delete_vdi(storage, CallContext(), ref)
-        elif cls == "VBD":
-            storage.destroy_vbd_record(ref)
-        elif cls == "VIF":
-            destroy_vif_record(state, ref)
-        else:
-            g.destroy_object(state, cls, ref)
+    src = state.record("VM", vm)
+    snap = g.create_object(state, state.cls("VM"), _snapshot_record(state, src, new_name))
+    made.append(("VM", snap))
+    stamp = now()
+    metrics = state.create(
+        "VM_metrics", {"install_time": stamp, "last_updated": stamp, "start_time": stamp}
+    )
+    made.append(("VM_metrics", metrics))
+    state.store.update(
+        "VM",
+        snap,
+        {
+            "is_a_snapshot": True,
+            "snapshot_of": vm,
+            "snapshot_time": stamp,
+            "snapshot_info": {
+                "disk-snapshot-type": "crash_consistent",
+                "power-state-at-snapshot": src["power_state"],
+            },
+            "metrics": metrics,
+            "domid": -1,
+            "bios_strings": src["bios_strings"],
+        },
+    )
+    Generic._link(state, "VM", "snapshots", vm, snap)
+    vbds = [v for v in src["VBDs"] if state.store.get("VBD", v) is not None]
+    for i, vbd in enumerate(vbds, start=1):
+        made += await _snapshot_vbd(state, ctx, vbd, snap, ignore_vdis)
+        tasks.set_progress(ctx, i / (len(vbds) + 1))
+        await tasks.checkpoint(ctx)
+    for vif in src["VIFs"]:
+        vrec = state.store.get("VIF", vif)
+        if vrec is not None:
+            values = {k: vrec[k] for k in _VIF_COPIED}
+            made.append(("VIF", create_vif(state, {**values, "VM": snap})))
+    return snap
+
+
+def adopt_snapshot(state: ServerState, vm: str, snap: str) -> None:
+    """The snapshot becomes the VM's parent; both records' operations are refreshed."""
+    old_parent = state.record("VM", vm)["parent"]
+    if old_parent != NULL_REF:
+        Generic._unlink(state, "VM", "children", old_parent, vm)
+    state.store.update("VM", vm, {"parent": snap})
+    Generic._link(state, "VM", "children", snap, vm)
+    domains_of(state).refresh(snap)
+    storage_of(state).refresh_vm(snap)
 
 
 @handler("VM.snapshot")
 async def snapshot(
     state: ServerState, ctx: CallContext, vm: str, new_name: str, ignore_vdis: list[str]
 ) -> Any:
-    storage = storage_of(state)
-    tasks = tasks_of(state)
     domains = domains_of(state)
-    g = _generic(state)
     made: list[tuple[str, str]] = []
-    async with domains.operation(vm, "snapshot", ctx) as src:
+    async with domains.operation(vm, "snapshot", ctx):
         try:
-            snap = g.create_object(state, state.cls("VM"), _snapshot_record(state, src, new_name))
-            made.append(("VM", snap))
-            stamp = now()
-            metrics = state.create(
-                "VM_metrics", {"install_time": stamp, "last_updated": stamp, "start_time": stamp}
-            )
-            made.append(("VM_metrics", metrics))
-            state.store.update(
-                "VM",
-                snap,
-                {
-                    "is_a_snapshot": True,
-                    "snapshot_of": vm,
-                    "snapshot_time": stamp,
-                    "metrics": metrics,
-                    "domid": -1,
-                    "bios_strings": src["bios_strings"],
-                },
-            )
-            Generic._link(state, "VM", "snapshots", vm, snap)
-            vbds = [v for v in src["VBDs"] if state.store.get("VBD", v) is not None]
-            for i, vbd in enumerate(vbds, start=1):
-                made += await _snapshot_vbd(state, ctx, vbd, snap, set(ignore_vdis))
-                tasks.set_progress(ctx, i / (len(vbds) + 1))
-                await tasks.checkpoint(ctx)
-            for vif in src["VIFs"]:
-                vrec = state.store.get("VIF", vif)
-                if vrec is not None:
-                    values = {k: vrec[k] for k in _VIF_COPIED}
-                    made.append(("VIF", create_vif(state, {**values, "VM": snap})))
+            snap = await take_snapshot(state, ctx, vm, new_name, set(ignore_vdis), made)
         except BaseException:
-            await _undo(state, ctx, made)
+            await undo_made(state, made)
             await state.store.sync()
             raise
-        old_parent = state.record("VM", vm)["parent"]
-        if old_parent != NULL_REF:
-            Generic._unlink(state, "VM", "children", old_parent, vm)
-        state.store.update("VM", vm, {"parent": snap})
-        Generic._link(state, "VM", "children", snap, vm)
-        domains.refresh(snap)
-        storage.refresh_vm(snap)
+        adopt_snapshot(state, vm, snap)
     await state.store.sync()
     return snap
 
