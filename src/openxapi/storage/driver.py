@@ -335,3 +335,31 @@ class SRDriver(abc.ABC):
         """A writer of new contents for an existing disk (import, copy into). Nothing is
         visible until commit; abort leaves the disk untouched. Not for read-only SRs."""
         raise NotImplementedError
+
+
+#: The SM features of a driver that creates, clones, snapshots and resizes disks itself.
+READ_WRITE_FEATURES: Mapping[str, int] = {
+    name: 1
+    for name in (
+        "SR_CREATE",
+        "SR_DELETE",
+        "SR_ATTACH",
+        "SR_DETACH",
+        "SR_SCAN",
+        "SR_PROBE",
+        "SR_UPDATE",
+        "VDI_CREATE",
+        "VDI_DELETE",
+        "VDI_ATTACH",
+        "VDI_DETACH",
+        "VDI_ACTIVATE",
+        "VDI_DEACTIVATE",
+        "VDI_CLONE",
+        "VDI_SNAPSHOT",
+        "VDI_RESIZE",
+        "VDI_INTRODUCE",
+        "VDI_UPDATE",
+        "THIN_PROVISIONING",
+        "LARGE_VDI",
+    )
+}

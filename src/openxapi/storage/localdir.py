@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from openxapi.storage import qemu_img
 from openxapi.storage.driver import (
+    READ_WRITE_FEATURES,
     AttachInfo,
     DiskReader,
     DiskWriter,
@@ -89,28 +90,7 @@ class LocalDirDriver(SRDriver):
     sm_configuration: ClassVar[Mapping[str, str]] = {
         "location": "directory of the SR (chosen by the server)"
     }
-    features: ClassVar[Mapping[str, int]] = {
-        "SR_CREATE": 1,
-        "SR_DELETE": 1,
-        "SR_ATTACH": 1,
-        "SR_DETACH": 1,
-        "SR_SCAN": 1,
-        "SR_PROBE": 1,
-        "SR_UPDATE": 1,
-        "VDI_CREATE": 1,
-        "VDI_DELETE": 1,
-        "VDI_ATTACH": 1,
-        "VDI_DETACH": 1,
-        "VDI_ACTIVATE": 1,
-        "VDI_DEACTIVATE": 1,
-        "VDI_CLONE": 1,
-        "VDI_SNAPSHOT": 1,
-        "VDI_RESIZE": 1,
-        "VDI_INTRODUCE": 1,
-        "VDI_UPDATE": 1,
-        "THIN_PROVISIONING": 1,
-        "LARGE_VDI": 1,
-    }
+    features: ClassVar[Mapping[str, int]] = READ_WRITE_FEATURES
     image_formats: ClassVar[tuple[str, ...]] = ("qcow2",)
 
     def __init__(self, ctx: DriverContext, sr_uuid: str, device_config: Mapping[str, str]):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from openxapi.storage.driver import (
+    READ_WRITE_FEATURES,
     AttachInfo,
     Buffer,
     DiskReader,
@@ -163,28 +164,7 @@ class SimulatorDriver(SRDriver):
     sm_name: ClassVar[str] = "dummy"
     sm_description: ClassVar[str] = "Simulated storage: disks kept in memory, for tests"
     sm_configuration: ClassVar[Mapping[str, str]] = {"size": "capacity in bytes (optional)"}
-    features: ClassVar[Mapping[str, int]] = {
-        "SR_CREATE": 1,
-        "SR_DELETE": 1,
-        "SR_ATTACH": 1,
-        "SR_DETACH": 1,
-        "SR_SCAN": 1,
-        "SR_PROBE": 1,
-        "SR_UPDATE": 1,
-        "VDI_CREATE": 1,
-        "VDI_DELETE": 1,
-        "VDI_ATTACH": 1,
-        "VDI_DETACH": 1,
-        "VDI_ACTIVATE": 1,
-        "VDI_DEACTIVATE": 1,
-        "VDI_CLONE": 1,
-        "VDI_SNAPSHOT": 1,
-        "VDI_RESIZE": 1,
-        "VDI_INTRODUCE": 1,
-        "VDI_UPDATE": 1,
-        "THIN_PROVISIONING": 1,
-        "LARGE_VDI": 1,
-    }
+    features: ClassVar[Mapping[str, int]] = READ_WRITE_FEATURES
     image_formats: ClassVar[tuple[str, ...]] = ("raw",)
 
     def __init__(self, ctx: DriverContext, sr_uuid: str, device_config: Mapping[str, str]):
