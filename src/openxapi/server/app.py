@@ -31,6 +31,7 @@ from openxapi.http.limits import Limits
 from openxapi.http.router import Router
 from openxapi.http.server import HttpServer
 from openxapi.http.tls import ensure_self_signed, server_context
+from openxapi.server.memory import release_free_memory
 from openxapi.server.rpc import RpcEndpoints
 from openxapi.spec.model import load
 
@@ -125,6 +126,8 @@ class App:
             log.exception("starting the storage and domain backends failed")
         finally:
             ready.set()
+        await state.store.sync()
+        release_free_memory()  # the re-adoption burst's record copies are garbage now
 
     async def wait_backends(self) -> None:
         """Return once the background start of storage and domains has finished."""
@@ -184,6 +187,7 @@ class App:
                 if elapsed >= self.config.session_gc_interval:
                     elapsed = 0.0
                     sessions_of(state).expire_idle()
+                    release_free_memory()
                 await state.store.sync()
             except Exception:
                 log.exception("housekeeping failed")
