@@ -29,7 +29,12 @@ from openxapi.api.handlers.vm_power import (
     _suspend_sr,
     domain_spec,
 )
-from openxapi.api.handlers.vm_snapshot import adopt_snapshot, take_snapshot
+from openxapi.api.handlers.vm_snapshot import (
+    SNAPSHOT_VBD_FIELDS,
+    SNAPSHOT_VIF_FIELDS,
+    adopt_snapshot,
+    take_snapshot,
+)
 from openxapi.api.registry import handler
 from openxapi.api.state import ServerState
 from openxapi.api.storage_access import storage_of
@@ -75,25 +80,6 @@ _NOT_REVERTED = frozenset(
 )
 # Errors revert passes on as they are; every other failure becomes VM_REVERT_FAILED.
 _PASSED_ON = frozenset({"SR_BACKEND_FAILURE_44", "SR_BACKEND_FAILURE_109", "VDI_INCOMPATIBLE_TYPE"})
-_VBD_COPIED = (
-    "userdevice",
-    "bootable",
-    "mode",
-    "type",
-    "unpluggable",
-    "other_config",
-    "qos_algorithm_type",
-    "qos_algorithm_params",
-)
-_VIF_COPIED = (
-    "device",
-    "network",
-    "MAC",
-    "MTU",
-    "other_config",
-    "qos_algorithm_type",
-    "qos_algorithm_params",
-)
 
 
 async def _assert_disks_snapshottable(state: ServerState, vm: str) -> None:
@@ -259,7 +245,7 @@ async def _revert(state: ServerState, ctx: CallContext, snapshot: str, vm: str) 
                 made.append(("VDI", target))
                 if old != NULL_REF:
                     _repoint_snapshots(state, old, target)
-            values = {k: r[k] for k in _VBD_COPIED}
+            values = {k: r[k] for k in SNAPSHOT_VBD_FIELDS}
             values.update(VM=vm, VDI=target, device="", empty=bool(r["empty"]))
             values["currently_attached"] = False
             made.append(("VBD", create_vbd(storage, values)))
@@ -275,7 +261,7 @@ async def _revert(state: ServerState, ctx: CallContext, snapshot: str, vm: str) 
         for vif in state.record("VM", snapshot)["VIFs"]:
             vif_rec = state.store.get("VIF", vif)
             if vif_rec is not None:
-                values = {k: vif_rec[k] for k in _VIF_COPIED}
+                values = {k: vif_rec[k] for k in SNAPSHOT_VIF_FIELDS}
                 made.append(("VIF", create_vif(state, {**values, "VM": vm})))
     except BaseException:
         await undo_made(state, made)

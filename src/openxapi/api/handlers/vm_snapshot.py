@@ -25,7 +25,8 @@ from openxapi.api.vm_domains import domains_of
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import now
 
-_VBD_COPIED = (
+# Device fields a snapshot (and a revert from one) carries over.
+SNAPSHOT_VBD_FIELDS = (
     "userdevice",
     "bootable",
     "mode",
@@ -35,7 +36,7 @@ _VBD_COPIED = (
     "qos_algorithm_type",
     "qos_algorithm_params",
 )
-_VIF_COPIED = (
+SNAPSHOT_VIF_FIELDS = (
     "device",
     "network",
     "MAC",
@@ -110,7 +111,7 @@ async def take_snapshot(
     for vif in src["VIFs"]:
         vrec = state.store.get("VIF", vif)
         if vrec is not None:
-            values = {k: vrec[k] for k in _VIF_COPIED}
+            values = {k: vrec[k] for k in SNAPSHOT_VIF_FIELDS}
             made.append(("VIF", create_vif(state, {**values, "VM": snap})))
     return snap
 
@@ -157,7 +158,7 @@ async def _snapshot_vbd(
     if rec["type"] != "CD" and not rec["empty"]:
         target = await fork_vdi(storage, ctx, vdi, "snapshot")
         made.append(("VDI", target))
-    values = {k: rec[k] for k in _VBD_COPIED}
+    values = {k: rec[k] for k in SNAPSHOT_VBD_FIELDS}
     values.update(
         VM=snap,
         VDI=target,
