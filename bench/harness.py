@@ -199,6 +199,9 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
+    #: The domain backend (``--backend``) and any further ``openxapi serve`` options.
+    backend: str = "simulator"
+    extra_args: tuple[str, ...] = ()
 
     def start(self, timeout: float = 120.0) -> float:
         """Start and wait until a login succeeds; returns seconds from process start."""
@@ -216,8 +219,11 @@ class Server:
             str(self.port),
             "--https-port",
             "0",
+            "--backend",
+            self.backend,
             "--unix-socket",
             str(self.data_dir / "xapi.sock"),
+            *self.extra_args,
         ]
         if not self.durable:
             cmd.append("--no-durability")

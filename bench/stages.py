@@ -56,6 +56,7 @@ async def _writes(
     cfg = Config(
         data_dir=data,
         listen="127.0.0.1",
+        backend="simulator",
         http_port=free_port(),
         https_port=0,
         unix_socket=data / "s.sock",
@@ -102,6 +103,7 @@ async def _measure(root: Path) -> dict[str, float]:
     cfg = Config(
         data_dir=data,
         listen="127.0.0.1",
+        backend="simulator",
         http_port=free_port(),
         https_port=0,
         unix_socket=data / "s.sock",

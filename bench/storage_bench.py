@@ -87,6 +87,8 @@ class StorageServer:
             str(self.http_port),
             "--https-port",
             str(self.https_port),
+            "--backend",
+            "simulator",
             "--unix-socket",
             str(self.data_dir / "xapi.sock"),
             *self.extra,

@@ -2,6 +2,8 @@
 report (figures, floors measured in the same run, ratios, targets) and optionally saves it.
 
     bench/run [--quick] [--only small,reads,writes,scale,stages] [--dir DIR] [--json OUT] [--md OUT]
+
+Sections outside the default set (real VMs, minutes each) run only when named in --only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import durable_writes
 import events_idle
 import events_latency
 import events_resync
+import qemu_vms
 import raw_transfer
 import small_calls
 import stages
@@ -46,7 +49,11 @@ BENCHMARKS: dict[str, Callable[[Fixtures, bool], Section]] = {
     "transfer": raw_transfer.run,
     "clone": vdi_clone.run,
     "boot": boot_storm.run,
+    "qemu": qemu_vms.run,
 }
+#: Run only when asked for by name: real QEMU guests under TCG take several minutes.
+OPT_IN = frozenset({"qemu"})
+DEFAULT = [name for name in BENCHMARKS if name not in OPT_IN]
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -58,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds and shorter runs")
     ap.add_argument(
         "--only",
-        default=",".join(BENCHMARKS),
-        help="comma-separated subset of: " + ", ".join(BENCHMARKS),
+        default=",".join(DEFAULT),
+        help="comma-separated subset of: "
+        + ", ".join(BENCHMARKS)
+        + " (default: all but "
+        + ", ".join(sorted(OPT_IN))
+        + ")",
     )
     ap.add_argument("--dir", type=Path, default=None, help="where data directories go")
     ap.add_argument("--keep", action="store_true", help="keep the data directories")

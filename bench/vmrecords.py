@@ -419,7 +419,7 @@ async def _populate(data_dir: Path, count: int, first_index: int) -> Populated:
     store = Store(api, data_dir / "state.db")
     await store.open()
     try:
-        state = ServerState(api, store, Config(data_dir=data_dir))
+        state = ServerState(api, store, Config(data_dir=data_dir, backend="simulator"))
         hosts = store.table("host")
         if not hosts:
             raise RuntimeError(f"{data_dir} has no host: start a server on it once first")

@@ -72,6 +72,7 @@ class ServerProcess:
             str(self.socket_path),
             "--auth-fail-delay",
             "0.2",
+            *([] if "--backend" in self.extra_args else ["--backend", "simulator"]),
             *self.extra_args,
         ]
         t0 = time.monotonic()

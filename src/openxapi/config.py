@@ -18,6 +18,14 @@ def default_data_dir() -> Path:
     return Path(base) / "openxapi"
 
 
+def default_guest_image_dir() -> Path:
+    """Where the tiny test guest's kernel and initrd are (built by ``scripts/guest-image``)."""
+    env = os.environ.get("OPENXAPI_GUEST_IMAGE_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".cache" / "guest-image"
+
+
 @dataclass(slots=True)
 class Config:
     """Everything ``openxapi serve`` can be told; each field has a working default."""
@@ -35,6 +43,10 @@ class Config:
     sim_host_cpus: int = 64  # simulator backend: the simulated host's CPUs
     sim_boot_time: float = 0.0  # simulator backend: seconds until a guest's agent reports
     sim_shutdown_time: float = 0.0  # simulator backend: seconds a guest takes to shut down
+    qemu_binary: str = "qemu-system-x86_64"  # QEMU backend: the emulator to run
+    accel: str = "auto"  # QEMU backend: auto (KVM once a probe boot proved it) | kvm | tcg
+    guest_nat: bool = False  # QEMU backend: guests on the NAT network may connect out
+    guest_image_dir: Path = field(default_factory=lambda: default_guest_image_dir())
     vm_shutdown_timeout: float = 1200.0  # clean shutdown/reboot wait (the reference's default)
     cert_file: Path | None = None
     key_file: Path | None = None

@@ -131,6 +131,7 @@ async def open_world(
     **overrides: Any,
 ) -> World:
     """Start the API layer the way ``App.start`` does, and log root in."""
+    overrides.setdefault("backend", "simulator")
     cfg = config or Config(data_dir=data_dir, auth_fail_delay=0.0, **overrides)
     api = load()
     store = Store(api, data_dir / "s.db", durable=durable)

@@ -18,6 +18,7 @@ def _config(data_dir: Path) -> Config:
     return Config(
         data_dir=data_dir,
         listen="127.0.0.1",
+        backend="simulator",
         http_port=free_port(),
         https_port=0,
         unix_socket=data_dir / "xapi.sock",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,9 @@ from openxapi.xenops.backend import (
     ShutdownTimeout,
     SuspendImage,
 )
+from openxapi.xenops.qemu import QemuBackend, QemuSettings
 from openxapi.xenops.simulator import SimulatorBackend, SimulatorSettings
+from tests.guestimage import guest_image_dir
 
 MIB = 1 << 20
 
@@ -32,12 +34,34 @@ def _simulator(path: Path) -> DomainBackend:
     return SimulatorBackend(path, SimulatorSettings(host_memory=4096 * MIB, host_cpus=4))
 
 
-FACTORIES: dict[str, Factory] = {"simulator": _simulator}
+def _qemu(path: Path) -> DomainBackend:
+    return QemuBackend(path, QemuSettings(accel="tcg", host_memory=8192 * MIB, host_cpus=2))
+
+
+FACTORIES: dict[str, Factory] = {"simulator": _simulator, "qemu": _qemu}
+#: How long a clean shutdown or reboot may take: a real guest boots before it can comply.
+TIMEOUTS = {"simulator": 5.0, "qemu": 90.0}
+#: What every spec needs to boot on each backend (QEMU: the tiny guest's kernel).
+BOOT: dict[str, Callable[[], dict[str, str]]] = {
+    "simulator": dict,
+    "qemu": lambda: {
+        "kernel": str(guest_image_dir() / "vmlinuz"),
+        "initrd": str(guest_image_dir() / "initrd.gz"),
+        "cmdline": "console=ttyS0 quiet panic=-1",
+    },
+}
+_boot: dict[str, str] = {}
+TIMEOUT = 5.0
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def factory(request: pytest.FixtureRequest) -> Factory:
-    return FACTORIES[request.param]
+def factory(request: pytest.FixtureRequest) -> Iterator[Factory]:
+    global TIMEOUT
+    _boot.clear()
+    _boot.update(BOOT[request.param]())
+    TIMEOUT = TIMEOUTS[request.param]
+    yield FACTORIES[request.param]
+    _boot.clear()
 
 
 @pytest.fixture
@@ -58,6 +82,7 @@ def spec(memory: int = 256 * MIB, **hints: str) -> DomainSpec:
         vcpus=1,
         nics=(NicSpec("0", "aa:bb:cc:00:00:01"),),
         hints=hints,
+        **_boot,
     )
 
 
@@ -107,17 +132,17 @@ async def test_capacity_accounts_for_domains(backend: DomainBackend) -> None:
 async def test_clean_shutdown_removes_domain(backend: DomainBackend) -> None:
     s = spec()
     await backend.start(s)
-    await backend.clean_shutdown(s.uuid, timeout=5)
+    await backend.clean_shutdown(s.uuid, timeout=TIMEOUT)
     assert await backend.info(s.uuid) is None
     with pytest.raises(DomainNotFound):
-        await backend.clean_shutdown(s.uuid, timeout=5)
+        await backend.clean_shutdown(s.uuid, timeout=TIMEOUT)
 
 
 async def test_clean_shutdown_of_paused_domain_is_refused(backend: DomainBackend) -> None:
     s = spec()
     await backend.start(s, paused=True)
     with pytest.raises(BadDomainState):
-        await backend.clean_shutdown(s.uuid, timeout=5)
+        await backend.clean_shutdown(s.uuid, timeout=TIMEOUT)
     assert (await backend.info(s.uuid)) is not None
 
 
@@ -132,7 +157,7 @@ async def test_hard_shutdown_is_idempotent(backend: DomainBackend) -> None:
 async def test_reboots_keep_domain_running(backend: DomainBackend) -> None:
     s = spec()
     await backend.start(s)
-    assert (await backend.clean_reboot(s.uuid, timeout=5)).state == "running"
+    assert (await backend.clean_reboot(s.uuid, timeout=TIMEOUT)).state == "running"
     await backend.pause(s.uuid)
     assert (await backend.hard_reboot(s.uuid)).state == "running"
     with pytest.raises(DomainNotFound):

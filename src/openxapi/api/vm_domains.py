@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
+from openxapi.api.consoles import sync_consoles
 from openxapi.api.context import CallContext
 from openxapi.api.generic import Generic
 from openxapi.api.state import ServerState, new_ref
@@ -29,11 +31,29 @@ log = logging.getLogger("openxapi.vm")
 RUNNING_STATES = ("Running", "Paused")
 
 
+def backend_choice(backend: str, qemu_binary: str) -> str:
+    """"simulator" or "qemu": what ``--backend`` resolves to ("auto": QEMU when installed)."""
+    if backend == "auto":
+        return "qemu" if shutil.which(qemu_binary) else "simulator"
+    return backend
+
+
 def make_backend(state: ServerState) -> DomainBackend:
-    """The backend ``--backend`` names; "auto" is the simulator until QEMU is wired."""
+    """The domain backend ``--backend`` names."""
     cfg = state.config
-    if cfg.backend == "qemu":
-        raise RuntimeError("the QEMU domain backend is not available yet")
+    if backend_choice(cfg.backend, cfg.qemu_binary) == "qemu":
+        from openxapi.xenops.qemu import QemuBackend, QemuSettings
+
+        image = cfg.guest_image_dir
+        return QemuBackend(
+            cfg.data_dir / "qemu" if cfg.durable else None,
+            QemuSettings(
+                binary=cfg.qemu_binary,
+                accel=cfg.accel,
+                probe_kernel=str(image / "vmlinuz"),
+                probe_initrd=str(image / "initrd.gz"),
+            ),
+        )
     settings = SimulatorSettings(
         boot_time=cfg.sim_boot_time,
         shutdown_time=cfg.sim_shutdown_time,
@@ -114,6 +134,8 @@ class VmDomains:
             self.record_running(ref, info)
         elif rec["power_state"] in RUNNING_STATES:
             self.record_halted(ref)
+            if self.backend.exit_reason(rec["uuid"]) == "vanished":
+                self._alert_vanished(rec)
         if not alive and info is not None:
             live[rec["uuid"]] = info  # a crashed domain left behind: destroyed below
         if rec["current_operations"]:
@@ -238,6 +260,7 @@ class VmDomains:
                 },
             )
         self._record_guest(ref, info.guest)
+        sync_consoles(st, ref, info)
         self.refresh(ref)
 
     def set_devices_attached(self, ref: str, attached: bool) -> None:
@@ -290,6 +313,7 @@ class VmDomains:
                 {"memory_actual": 0, "VCPUs_number": 0, "state": [], "last_updated": now()},
             )
         self._record_guest(ref, None)
+        sync_consoles(st, ref, None)
         self.refresh(ref)
 
     def _record_guest(self, ref: str, guest: GuestInfo | None) -> None:
@@ -351,13 +375,35 @@ class VmDomains:
         if rec["power_state"] not in RUNNING_STATES:
             return
         if info is None:
-            await self._after_exit(ref, rec["actions_after_shutdown"] == "restart")
+            reason = self.backend.exit_reason(uuid)
+            if reason == "vanished":  # the hypervisor process died: no restart, an alert
+                self._alert_vanished(rec)
+                await self._after_exit(ref, False)
+            elif reason == "crash":
+                await self._after_exit(ref, "restart" in rec["actions_after_crash"])
+            else:
+                await self._after_exit(ref, rec["actions_after_shutdown"] == "restart")
         elif info.state == "crashed":
             await self.backend.hard_shutdown(uuid)
             await self._after_exit(ref, "restart" in rec["actions_after_crash"])
         else:
             self.record_running(ref, info)
         await st.store.sync()
+
+    def _alert_vanished(self, rec: dict[str, Any]) -> None:
+        """Record, as an alert, that a VM's domain disappeared without being asked to."""
+        from openxapi.api.messages import raise_alert
+
+        log.warning("VM %s: its domain is gone; recorded Halted", rec["uuid"])
+        raise_alert(
+            self.state,
+            "VM_CRASHED",
+            2,
+            "VM",
+            rec["uuid"],
+            f"The domain of VM '{rec['name_label']}' disappeared (its {self.backend.name} "
+            "process is gone); the VM is now Halted.",
+        )
 
     async def _after_exit(self, ref: str, restart: bool) -> None:
         from openxapi.api.handlers.vm_power import boot_domain
@@ -374,12 +420,43 @@ class VmDomains:
         await detach_vm_vifs(self.state, ref)
 
 
+class _LivePivot:
+    """The storage layer's live-snapshot hook for one disk of a running domain."""
+
+    def __init__(self, backend: Any, uuid: str, userdevice: str) -> None:
+        self.backend = backend
+        self.uuid = uuid
+        self.userdevice = userdevice
+
+    async def pivot(self, new_top: str) -> None:
+        await self.backend.live_snapshot(self.uuid, self.userdevice, new_top, "qcow2")
+
+
+def _install_storage_hooks(state: ServerState, backend: DomainBackend) -> None:
+    """Backends that open disk images themselves snapshot attached disks live."""
+    if not hasattr(backend, "live_snapshot") or not hasattr(backend, "has_domain"):
+        return
+    from openxapi.api.storage_access import storage_of
+
+    def provider(vbd: str) -> _LivePivot | None:
+        rec = state.store.get("VBD", vbd)
+        vm = state.store.get("VM", rec["VM"]) if rec is not None else None
+        if rec is None or vm is None or vm["power_state"] not in RUNNING_STATES:
+            return None
+        if not backend.has_domain(vm["uuid"]):
+            return None  # stopped for a checkpoint: its disks are closed
+        return _LivePivot(backend, vm["uuid"], rec["userdevice"])
+
+    storage_of(state).live_snapshot = provider
+
+
 def domains_of(state: ServerState) -> VmDomains:
     """The server's VmDomains, made (with its backend) on first use."""
     d = state.extras.get("vm_domains")
     if not isinstance(d, VmDomains):
         d = VmDomains(state, make_backend(state))
         state.extras["vm_domains"] = d
+        _install_storage_hooks(state, d.backend)
     return d
 
 

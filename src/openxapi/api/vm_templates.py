@@ -8,6 +8,7 @@ server starts and one is missing. Each carries a provisioning spec in ``other_co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -31,6 +32,12 @@ class TemplateSpec:
     distro: str = ""
 
 
+#: The template that boots the tiny test guest directly from its kernel and initrd.
+TINY_GUEST = "openxapi tiny test guest"
+#: Its kernel command line (the guest prints its READY marker on the serial console).
+TINY_GUEST_ARGS = "console=ttyS0 quiet panic=-1"
+
+
 DEFAULT_TEMPLATES = (
     TemplateSpec("Debian Bookworm 12", "debian-12", 1 * GIB, 1, 10 * GIB, "debian"),
     TemplateSpec("Debian Bullseye 11", "debian-11", 1 * GIB, 1, 10 * GIB, "debian"),
@@ -38,7 +45,7 @@ DEFAULT_TEMPLATES = (
     TemplateSpec("Ubuntu Jammy Jellyfish 22.04", "ubuntu-22.04", 1 * GIB, 1, 10 * GIB, "ubuntu"),
     TemplateSpec("Rocky Linux 9", "rocky-9", 2 * GIB, 2, 10 * GIB, "rhel"),
     TemplateSpec("Other install media", "other-install-media", 512 * MIB, 1, 32 * GIB),
-    TemplateSpec("openxapi tiny test guest", "openxapi-tiny", 128 * MIB, 1, 256 * MIB),
+    TemplateSpec(TINY_GUEST, "openxapi-tiny", 128 * MIB, 1, 256 * MIB),
 )
 
 
@@ -66,7 +73,7 @@ def _recommendations(spec: TemplateSpec) -> str:
     )
 
 
-def template_record(spec: TemplateSpec) -> dict[str, Any]:
+def template_record(spec: TemplateSpec, guest_image_dir: Path | None = None) -> dict[str, Any]:
     """The VM record of one default template (without metrics)."""
     other = {
         "default_template": "true",
@@ -74,6 +81,7 @@ def template_record(spec: TemplateSpec) -> dict[str, Any]:
         "install-methods": "cdrom,http,ftp,nfs" if spec.distro else "cdrom",
         "mac_seed": new_uuid(),
     }
+    tiny = spec.name == TINY_GUEST
     if spec.distro:
         other["linux_template"] = "true"
         other["install-distro"] = spec.distro
@@ -96,9 +104,9 @@ def template_record(spec: TemplateSpec) -> dict[str, Any]:
         "actions_after_reboot": "restart",
         "actions_after_crash": "restart",
         "PV_bootloader": "",
-        "PV_kernel": "",
-        "PV_ramdisk": "",
-        "PV_args": "",
+        "PV_kernel": str(guest_image_dir / "vmlinuz") if tiny and guest_image_dir else "",
+        "PV_ramdisk": str(guest_image_dir / "initrd.gz") if tiny and guest_image_dir else "",
+        "PV_args": TINY_GUEST_ARGS if tiny else "",
         "PV_bootloader_args": "",
         "PV_legacy_args": "",
         "HVM_boot_policy": "BIOS order",
@@ -136,7 +144,8 @@ def ensure_templates(state: ServerState) -> list[str]:
         metrics = state.create(
             "VM_metrics", {"install_time": stamp, "last_updated": stamp, "start_time": stamp}
         )
-        ref = state.create("VM", {**template_record(spec), "metrics": metrics})
+        record = template_record(spec, state.config.guest_image_dir)
+        ref = state.create("VM", {**record, "metrics": metrics})
         made.append(ref)
     if made:
         from openxapi.api.vm_domains import domains_of

@@ -30,7 +30,30 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--http-port", type=int, default=None, help="plain HTTP port (0: off)")
     p.add_argument("--https-port", type=int, default=None, help="HTTPS port (0: off)")
     p.add_argument("--unix-socket", type=Path, default=None, help="unix socket path")
-    p.add_argument("--backend", choices=["auto", "simulator", "qemu"], default="auto")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "simulator", "qemu"],
+        default="auto",
+        help="domain backend (auto: QEMU when qemu-system-x86_64 is installed, else simulator)",
+    )
+    p.add_argument(
+        "--accel",
+        choices=["auto", "kvm", "tcg"],
+        default=None,
+        help="QEMU accelerator (auto: KVM once a probe boot proves it works, else TCG)",
+    )
+    p.add_argument(
+        "--allow-guest-nat",
+        action="store_true",
+        help="let guests on the NAT network connect out through the host "
+        "(default: DHCP and forwarded ports only)",
+    )
+    p.add_argument(
+        "--guest-image-dir",
+        type=Path,
+        default=None,
+        help="directory of the tiny test guest's vmlinuz and initrd.gz",
+    )
     p.add_argument(
         "--iso-dir", type=Path, default=None, help="ISO library directory (default <data-dir>/iso)"
     )
@@ -120,6 +143,11 @@ def config_from(ns: argparse.Namespace) -> Config:
     if ns.unix_socket is not None:
         cfg.unix_socket = ns.unix_socket
     cfg.backend = ns.backend
+    cfg.guest_nat = bool(getattr(ns, "allow_guest_nat", False))
+    if getattr(ns, "accel", None) is not None:
+        cfg.accel = ns.accel
+    if getattr(ns, "guest_image_dir", None) is not None:
+        cfg.guest_image_dir = ns.guest_image_dir
     cfg.iso_dir = getattr(ns, "iso_dir", None)
     cfg.sim_storage = bool(getattr(ns, "sim_storage", False))
     cfg.cert_file, cfg.key_file = ns.cert, ns.key

@@ -67,6 +67,7 @@ class NetworkSpec:
     mtu: int = 1500
     uplink: str = ""  # host device of an EXTERNAL network's PIF; only ever read
     vlan: int = -1  # VLAN tag of that PIF, -1 for none
+    netns: str = ""  # network namespace the bridge lives in; "" = the host's own
 
 
 @dataclass(frozen=True, slots=True)

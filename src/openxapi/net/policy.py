@@ -3,6 +3,9 @@
 By default no guest is ever bridged onto a real NIC: a VIF on a network backed by a
 host interface gets restricted user-mode NAT, so a test or demo VM can never put traffic
 on the host's LAN. Only an uplink the host's configuration names explicitly is shared.
+An internal network inside a network namespace is bridged there (its guests see each other
+and whatever lives in that namespace); with real bridges, an internal network outside any
+namespace is bridged only when the host allows bridges in its own namespace.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ class NetPolicy:
     """Host devices guests may be bridged onto (e.g. ``{"eth1"}``); none by default."""
     restrict_nat: bool = False
     """Make the guests' NAT network restricted too (no connections out of the host)."""
+    namespaced_bridges_only: bool = False
+    """Bridge guests only on networks inside a network namespace (set along with a backend
+    whose bridges are real, unless the host lets it make them in its root namespace)."""
 
 
 def choose_mode(
@@ -33,7 +39,8 @@ def choose_mode(
             return AttachMode.NAT
         return AttachMode.RESTRICTED_NAT
     if net.kind is NetworkKind.INTERNAL:
-        return AttachMode.BRIDGE if can_bridge else AttachMode.RESTRICTED_NAT
+        allowed = bool(net.netns) or not policy.namespaced_bridges_only
+        return AttachMode.BRIDGE if can_bridge and allowed else AttachMode.RESTRICTED_NAT
     if net.kind is NetworkKind.EXTERNAL:
         shared = bool(net.uplink) and net.uplink in policy.bridge_uplinks
         if shared and can_bridge and Capability.UPLINK in capabilities:

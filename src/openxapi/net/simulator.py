@@ -100,6 +100,7 @@ class SimulatorBackend(NetworkBackend):
             mac=vif.mac,
             netdev=netdev_options(vif),
             bridge=vif.network.bridge if vif.mode is AttachMode.BRIDGE else "",
+            netns=vif.network.netns if vif.mode is AttachMode.BRIDGE else "",
         )
 
     async def plug_vif(self, vif: VifSpec) -> VifAttachment:

@@ -31,6 +31,7 @@ from openxapi.http.limits import Limits
 from openxapi.http.router import Router
 from openxapi.http.server import HttpServer
 from openxapi.http.tls import ensure_self_signed, server_context
+from openxapi.server import console_tunnel
 from openxapi.server.memory import release_free_memory
 from openxapi.server.rpc import RpcEndpoints
 from openxapi.spec.model import load
@@ -43,6 +44,21 @@ async def _start_storage(state: ServerState) -> None:
     from openxapi.api.storage_setup import start_storage
 
     await start_storage(state)
+
+
+async def _start_network(state: ServerState) -> None:
+    """Real VMs get real host networking: bridges and taps inside network namespaces, and
+    the NAT network restricted unless the administrator allows guests out."""
+    import dataclasses
+
+    from openxapi.api.handlers.network import POLICY_KEY, policy_of, use_linux_backend
+    from openxapi.api.vm_domains import domains_of
+
+    if domains_of(state).backend.name != "qemu":
+        return
+    await use_linux_backend(state)
+    policy = dataclasses.replace(policy_of(state), restrict_nat=not state.config.guest_nat)
+    state.extras[POLICY_KEY] = policy
 
 
 def _install_storage_routes(router: Router, dispatcher: Dispatcher) -> None:
@@ -103,6 +119,7 @@ class App:
         router = Router()
         RpcEndpoints(dispatcher).install(router)
         _install_storage_routes(router, dispatcher)
+        console_tunnel.install(router, dispatcher)
         limits = Limits(
             max_connections_per_address=cfg.max_connections_per_address,
             rate_per_second=cfg.request_rate,
@@ -121,6 +138,7 @@ class App:
     async def _start_backends(self, state: ServerState, ready: asyncio.Event) -> None:
         try:
             await _start_storage(state)
+            await _start_network(state)
             await start_domains(state)
         except Exception:
             log.exception("starting the storage and domain backends failed")

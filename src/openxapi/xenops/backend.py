@@ -74,6 +74,11 @@ class NicSpec:
     mac: str
     mtu: int = 1500
     bridge: str = ""
+    #: QEMU ``-netdev`` options from the network layer ("type" first; empty: restricted
+    #: user-mode NAT).
+    netdev: Mapping[str, str] = field(default_factory=dict)
+    #: The network namespace a tap lives in (the domain is launched inside it).
+    netns: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,9 @@ class DiskSpec:
     read_only: bool = False
     cdrom: bool = False
     bootable: bool = False
+    #: The image file a hypervisor opens and its format (empty: the disk is simulated).
+    path: str = ""
+    format: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,13 @@ class DomainSpec:
     boot_order: str = "cd"
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
+    vcpus_max: int = 0
+    #: Direct kernel boot (the template's kernel, initrd and command line), when set.
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+    #: Per NIC device: TCP port forwards ``HOSTPORT-:GUESTPORT`` bound to 127.0.0.1.
+    forwards: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Free-form hints (the simulator reads its per-guest behaviour from here).
     hints: Mapping[str, str] = field(default_factory=dict)
 
@@ -129,6 +144,11 @@ class DomainInfo:
     start_time: float
     hvm: bool = True
     guest: GuestInfo | None = None
+    #: Fraction of one CPU each vCPU used lately (empty: not measured).
+    vcpus_utilisation: tuple[float, ...] = ()
+    #: Where the domain's graphical console (RFB/VNC) listens: ``unix:PATH`` or
+    #: ``HOST:PORT`` on loopback; empty when it has none.
+    vnc: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +158,9 @@ class SuspendImage:
     vdi_uuid: str
     location: str
     size: int
+    #: The VDI's image file and format, when it has one (empty: kept by the backend).
+    path: str = ""
+    format: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +270,11 @@ class DomainBackend(abc.ABC):
     @abc.abstractmethod
     async def info(self, uuid: str) -> DomainInfo | None:
         """The domain's live state, or None when there is no such domain."""
+
+    def exit_reason(self, uuid: str) -> str | None:
+        """Why a domain that is gone went away, once: "shutdown" (the guest powered off),
+        "crash", or "vanished" (its process died unasked); None when not known."""
+        return None
 
     @abc.abstractmethod
     async def list_domains(self) -> list[DomainInfo]:

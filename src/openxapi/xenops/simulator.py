@@ -3,8 +3,10 @@
 It stands in for QEMU in tests, demos and scale runs. Boot and shutdown take configurable
 times; each guest may honour or ignore a clean shutdown (hint ``sim_ignore_clean_shutdown``)
 and may be crashed on demand; once "booted" a simulated guest agent reports what the
-reference's agent does. Domains and suspend images are kept in a small JSON file under the
-data directory, so simulated guests outlive a daemon restart and are re-adopted.
+reference's agent does. Every domain has a small real RFB console on a unix socket
+(:mod:`openxapi.xenops.sim_console`). Domains and suspend images are kept in a small JSON
+file under the data directory, so simulated guests outlive a daemon restart and are
+re-adopted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from openxapi.xenops.backend import (
     ShutdownTimeout,
     SuspendImage,
 )
+from openxapi.xenops.sim_console import SimConsoles
 
 GIB = 1 << 30
 #: Enough for 1,000 VMs of the largest default template (2 GiB) with room to spare.
@@ -98,7 +101,8 @@ def guest_report(dom: Mapping[str, Any]) -> GuestInfo:
 
 
 class SimulatorBackend(DomainBackend):
-    """Simulated domains, persisted in ``<state_dir>/domains.json``."""
+    """Simulated domains, persisted in ``<state_dir>/domains.json``; console sockets in
+    ``<state_dir>/vnc`` (a temporary directory without a state directory)."""
 
     name = "simulator"
 
@@ -110,6 +114,7 @@ class SimulatorBackend(DomainBackend):
         self._next_domid = 1
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flush: asyncio.TimerHandle | None = None
+        self._consoles = SimConsoles(state_dir / "vnc" if state_dir is not None else None)
 
     @property
     def capabilities(self) -> Mapping[str, bool]:
@@ -131,9 +136,10 @@ class SimulatorBackend(DomainBackend):
             self._domains = data.get("domains", {})
             self._images = data.get("images", {})
             self._next_domid = int(data.get("next_domid", 1))
-        for uuid, dom in self._domains.items():
+        for uuid, dom in list(self._domains.items()):
             if dom["state"] in ("running", "paused") and not dom.get("booted"):
                 self._schedule_boot(uuid)
+            await self._open_console(dom)
         return [self._info(d) for d in self._domains.values()]
 
     async def close(self) -> None:
@@ -144,6 +150,7 @@ class SimulatorBackend(DomainBackend):
             self._flush.cancel()
             self._flush = None
         self._save()
+        await self._consoles.close_all()
 
     def _save(self) -> None:
         if self._path is None:
@@ -185,6 +192,7 @@ class SimulatorBackend(DomainBackend):
             start_time=float(dom["start_time"]),
             hvm=bool(dom["hvm"]),
             guest=guest,
+            vnc=self._consoles.address(dom["uuid"]),
         )
 
     def _get(self, uuid: str) -> dict[str, Any]:
@@ -238,7 +246,15 @@ class SimulatorBackend(DomainBackend):
     def _remove(self, uuid: str) -> None:
         self._cancel_timer(uuid)
         self._domains.pop(uuid, None)
+        self._consoles.close(uuid)
         self._dirty()
+
+    async def _open_console(self, dom: dict[str, Any]) -> None:
+        """Give ``dom`` its console, unless the domain went while the socket was made."""
+        uuid = dom["uuid"]
+        await self._consoles.open(uuid, int(dom["domid"]), str(dom["name"]))
+        if self._domains.get(uuid) is not dom:
+            self._consoles.close(uuid)
 
     # ---- the interface ---------------------------------------------------------------
     async def start(self, spec: DomainSpec, paused: bool = False) -> DomainInfo:
@@ -261,6 +277,7 @@ class SimulatorBackend(DomainBackend):
         self._domains[spec.uuid] = dom
         self._boot(dom, paused)
         self._dirty()
+        await self._open_console(dom)
         return self._info(dom)
 
     async def clean_shutdown(self, uuid: str, timeout: float) -> None:
@@ -342,6 +359,7 @@ class SimulatorBackend(DomainBackend):
         if not dom.get("booted"):
             self._schedule_boot(spec.uuid)
         self._dirty()
+        await self._open_console(dom)
         return self._info(dom)
 
     async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:

@@ -1,13 +1,16 @@
 """network: creation with the reference's bridge rules, destruction, purposes, locking.
 
 Also the helpers the other networking handlers share: the network backend of this
-server, relation-aware record writes, and the plain description of a network a backend
-is given. The system networks every host has (the host-internal management network and
+server (the simulator unless :func:`use_linux_backend` installed the real one),
+relation-aware record writes, and the plain description of a network a backend is given.
+A network whose ``other_config`` names a network namespace (``netns``) is a bridge inside
+that namespace. The system networks every host has (the host-internal management network and
 the guests' NAT network with its own PIF) are made here too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -28,6 +31,7 @@ from openxapi.net.backend import (
     NetworkKind,
     NetworkSpec,
 )
+from openxapi.net.linux import LinuxBackend
 from openxapi.net.mac import generate_mac
 from openxapi.net.policy import NetPolicy
 from openxapi.net.simulator import SimulatorBackend
@@ -39,6 +43,8 @@ log = logging.getLogger("openxapi.net")
 BACKEND_KEY = "net.backend"
 POLICY_KEY = "net.policy"
 BRIDGE_COUNTER_KEY = "net.bridge_counter"
+NETNS_KEY = "netns"
+"""The network's other_config key naming the network namespace its bridge lives in."""
 
 BRIDGE_BLACKLIST = ("xen", "xapi", "vif", "tap", "eth")
 BRIDGE_STEM = "xapi"
@@ -89,6 +95,31 @@ def policy_of(state: ServerState) -> NetPolicy:
     """What the host's configuration lets guests reach (the safe default unless set)."""
     p = state.extras.get(POLICY_KEY)
     return p if isinstance(p, NetPolicy) else NetPolicy()
+
+
+def network_namespaces(state: ServerState) -> set[str]:
+    """The network namespaces the networks' records name."""
+    records = state.store.table("network").values()
+    names = (str(rec["other_config"].get(NETNS_KEY, "")) for rec in records)
+    return {n for n in names if n}
+
+
+async def use_linux_backend(
+    state: ServerState, *, allow_root_namespace: bool = False
+) -> LinuxBackend:
+    """Make real bridges and taps (in the networks' namespaces) this server's backend.
+
+    The bridges and taps a previous run made in those namespaces are re-adopted. Unless
+    ``allow_root_namespace``, guests are bridged only on networks inside a namespace and
+    nothing is made in the host's own; other VIFs get user-mode NAT as before.
+    """
+    backend = LinuxBackend(allow_root_namespace=allow_root_namespace)
+    await backend.open(network_namespaces(state))
+    state.extras[BACKEND_KEY] = backend
+    only_namespaced = not allow_root_namespace
+    policy = dataclasses.replace(policy_of(state), namespaced_bridges_only=only_namespaced)
+    state.extras[POLICY_KEY] = policy
+    return backend
 
 
 def new_object(state: ServerState, cls: str, values: dict[str, Any]) -> str:
@@ -143,7 +174,7 @@ def is_nat_pif(rec: dict[str, Any]) -> bool:
 
 
 def network_spec(state: ServerState, net_ref: str) -> NetworkSpec:
-    """What a backend is told about a network: its bridge, kind and uplink."""
+    """What a backend is told about a network: its bridge, namespace, kind and uplink."""
     net = state.record("network", net_ref)
     kind = NetworkKind.INTERNAL
     uplink, vlan = "", -1
@@ -166,6 +197,7 @@ def network_spec(state: ServerState, net_ref: str) -> NetworkSpec:
         mtu=net["MTU"],
         uplink=uplink,
         vlan=vlan,
+        netns=str(net["other_config"].get(NETNS_KEY, "")),
     )
 
 

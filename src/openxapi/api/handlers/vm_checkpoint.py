@@ -21,13 +21,14 @@ from openxapi.api.generic import Generic
 from openxapi.api.handlers.vbd import create_vbd
 from openxapi.api.handlers.vdi import create_vdi, delete_vdi, fork_vdi
 from openxapi.api.handlers.vif import create_vif, destroy_vif_record
-from openxapi.api.handlers.vm_clone import copy_suspend_image, suspend_image, undo_made
+from openxapi.api.handlers.vm_clone import copy_suspend_image, undo_made
 from openxapi.api.handlers.vm_power import (
     _backend_error,
     _halt,
     _plugged_nics,
     _suspend_sr,
     domain_spec,
+    suspend_image,
 )
 from openxapi.api.handlers.vm_snapshot import (
     SNAPSHOT_VBD_FIELDS,
@@ -108,7 +109,7 @@ async def _save_memory(state: ServerState, ctx: CallContext, vm: str) -> str:
     }
     vdi = await create_vdi(storage, ctx, _suspend_sr(state, rec), size, values)
     try:
-        await backend.suspend(rec["uuid"], suspend_image(state, vdi))
+        await backend.suspend(rec["uuid"], await suspend_image(state, vdi))
     except BaseException as e:
         await delete_vdi(storage, ctx, vdi)
         if isinstance(e, BackendError):
@@ -123,7 +124,9 @@ async def _resume_from(state: ServerState, ctx: CallContext, vm: str, image: str
     backend = await domains.ready()
     nics = await _plugged_nics(state, vm)
     try:
-        info = await backend.resume(domain_spec(state, vm, nics), suspend_image(state, image))
+        info = await backend.resume(
+            await domain_spec(state, vm, nics), await suspend_image(state, image)
+        )
     except BackendError as e:
         raise _backend_error(vm, e) from None
     finally:

@@ -23,7 +23,6 @@ from openxapi.api.vm_domains import domains_of
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import now
-from openxapi.xenops.backend import SuspendImage
 
 # Dropped from other_config on copy (the reference's default-template and internal keys).
 _DROPPED_KEYS = ("default_template", "xensource_internal", "mac_seed")
@@ -162,16 +161,12 @@ async def _copy_steps(
     return ref
 
 
-def suspend_image(state: ServerState, vdi: str) -> SuspendImage:
-    """The backend's view of a suspend VDI."""
-    rec = state.record("VDI", vdi)
-    return SuspendImage(rec["uuid"], rec["location"], int(rec["virtual_size"]))
-
-
 async def copy_suspend_image(state: ServerState, src: str, dst: str) -> None:
     """Tell the backend that suspend VDI ``dst`` was copied from ``src`` by the storage."""
     backend = await domains_of(state).ready()
-    await backend.copy_image(suspend_image(state, src), suspend_image(state, dst))
+    from openxapi.api.handlers.vm_power import suspend_image
+
+    await backend.copy_image(await suspend_image(state, src), await suspend_image(state, dst))
 
 
 async def _copy_disk(state: ServerState, ctx: CallContext, vdi: str, sr: str | None) -> str:

@@ -8,6 +8,8 @@ that could not be written is deleted.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from openxapi.api.context import CallContext
@@ -32,6 +34,8 @@ from openxapi.xenops.backend import (
 
 #: VM.other_config keys passed to the backend as hints (simulated guest behaviour).
 HINT_PREFIX = "sim_"
+#: One port forward of VIF.other_config["hostfwd"]: host port, then guest port.
+FORWARD = re.compile(r"[0-9]{1,5}-:[0-9]{1,5}")
 
 
 def ocaml_float(value: float) -> str:
@@ -46,7 +50,54 @@ def _is_hvm(rec: dict[str, Any]) -> bool:
     return bool(rec["HVM_boot_policy"])
 
 
-def domain_spec(state: ServerState, ref: str, nics: list[NicSpec]) -> DomainSpec:
+async def _attach_path(state: ServerState, vdi: dict[str, Any], writable: bool) -> tuple[str, str]:
+    """The image file and format a hypervisor opens for a VDI ("" when it has none)."""
+    storage = storage_of(state)
+    drv = await storage.driver(vdi["SR"])
+    try:
+        att = await drv.vdi_attach(vdi["location"], writable)
+    except Exception as e:  # a driver error names the disk, never a traceback
+        raise ApiError("VDI_MISSING", vdi["SR"], vdi["location"]) from e
+    return (att.path or "", att.format if att.path else "")
+
+
+async def suspend_image(state: ServerState, vdi: str, size: int = 0) -> SuspendImage:
+    """The backend's view of a suspend VDI: its identity and, when it has one, its file."""
+    rec = state.record("VDI", vdi)
+    path, fmt = await _attach_path(state, rec, True)
+    return SuspendImage(rec["uuid"], rec["location"], size or int(rec["virtual_size"]), path, fmt)
+
+
+def _kernel_path(state: ServerState, ref: str, path: str) -> str:
+    """A PV kernel or ramdisk path, allowed only inside the guest image directory."""
+    if not path:
+        return ""
+    allowed = state.config.guest_image_dir.resolve()
+    real = Path(path).resolve()
+    simulated = domains_of(state).backend.name == "simulator"  # boots no kernel
+    if not real.is_relative_to(allowed) or not (simulated or real.is_file()):
+        raise ApiError(
+            "BOOTLOADER_FAILED", ref, f"{path} is not a kernel file in {allowed}"
+        )
+    return str(real)
+
+
+def _forwards(state: ServerState, ref: str) -> dict[str, tuple[str, ...]]:
+    """Port forwards per VIF device from VIF.other_config["hostfwd"] ("HOSTPORT-:GUESTPORT",
+    comma-separated); bound to 127.0.0.1 by the backend."""
+    out: dict[str, tuple[str, ...]] = {}
+    for vif in state.record("VM", ref)["VIFs"]:
+        rec = state.store.get("VIF", vif)
+        if rec is None:
+            continue
+        spec = rec["other_config"].get("hostfwd", "")
+        fwds = tuple(f for f in (x.strip() for x in spec.split(",")) if FORWARD.fullmatch(f))
+        if fwds:
+            out[rec["device"]] = fwds
+    return out
+
+
+async def domain_spec(state: ServerState, ref: str, nics: list[NicSpec]) -> DomainSpec:
     """The plain description a backend builds the VM's domain from."""
     rec = state.record("VM", ref)
     disks = []
@@ -57,6 +108,7 @@ def domain_spec(state: ServerState, ref: str, nics: list[NicSpec]) -> DomainSpec
         vdi = state.store.get("VDI", vrec["VDI"])
         if vdi is None:
             continue
+        path, fmt = await _attach_path(state, vdi, vrec["mode"] == "RW")
         disks.append(
             DiskSpec(
                 userdevice=vrec["userdevice"],
@@ -64,19 +116,27 @@ def domain_spec(state: ServerState, ref: str, nics: list[NicSpec]) -> DomainSpec
                 read_only=vrec["mode"] == "RO",
                 cdrom=vrec["type"] == "CD",
                 bootable=bool(vrec["bootable"]),
+                path=path,
+                format=fmt,
             )
         )
     hints = {k: v for k, v in rec["other_config"].items() if k.startswith(HINT_PREFIX)}
+    kernel = _kernel_path(state, ref, rec["PV_kernel"])
     return DomainSpec(
         uuid=rec["uuid"],
         name=rec["name_label"],
         memory=int(rec["memory_dynamic_max"]),
         vcpus=int(rec["VCPUs_at_startup"]),
+        vcpus_max=int(rec["VCPUs_max"]),
         hvm=_is_hvm(rec),
         boot_order=rec["HVM_boot_params"].get("order", "cd"),
         disks=tuple(disks),
         nics=tuple(nics),
         hints=hints,
+        kernel=kernel,
+        initrd=_kernel_path(state, ref, rec["PV_ramdisk"]) if kernel else "",
+        cmdline=rec["PV_args"] if kernel else "",
+        forwards=_forwards(state, ref),
     )
 
 
@@ -96,7 +156,14 @@ async def _plugged_nics(state: ServerState, ref: str) -> list[NicSpec]:
     for vif, attachment in done:
         vrec = state.record("VIF", vif)
         out.append(
-            NicSpec(vrec["device"], attachment.mac, int(vrec["MTU"] or 1500), attachment.bridge)
+            NicSpec(
+                vrec["device"],
+                attachment.mac,
+                int(vrec["MTU"] or 1500),
+                attachment.bridge,
+                netdev=dict(attachment.netdev),
+                netns=attachment.netns,
+            )
         )
     return out
 
@@ -126,7 +193,7 @@ async def boot_domain(state: ServerState, ref: str, paused: bool) -> DomainInfo:
     try:
         nics = await _plugged_nics(state, ref)
         try:
-            info = await backend.start(domain_spec(state, ref, nics), paused=paused)
+            info = await backend.start(await domain_spec(state, ref, nics), paused=paused)
         except BackendError as e:
             await detach_vm_vifs(state, ref)
             raise _backend_error(ref, e, needed, cap.memory_free) from None
@@ -325,12 +392,9 @@ async def suspend(state: ServerState, ctx: CallContext, vm: str) -> Any:
             },
         )
         tasks.set_progress(ctx, 0.3)
-        vrec = state.record("VDI", vdi)
+        image = await suspend_image(state, vdi, size)
         try:
-            await tasks.interruptible(
-                ctx,
-                backend.suspend(rec["uuid"], SuspendImage(vrec["uuid"], vrec["location"], size)),
-            )
+            await tasks.interruptible(ctx, backend.suspend(rec["uuid"], image))
         except BaseException as e:
             await delete_vdi(storage, ctx, vdi)
             if isinstance(e, BackendError):
@@ -351,10 +415,10 @@ async def _resume(state: ServerState, ctx: CallContext, vm: str, paused: bool, o
         vrec = state.store.get("VDI", vdi) if vdi != NULL_REF else None
         if vrec is None:
             raise ApiError("VM_HAS_NO_SUSPEND_VDI", vm)
-        image = SuspendImage(vrec["uuid"], vrec["location"], int(vrec["virtual_size"]))
+        image = await suspend_image(state, vdi)
         nics = await _plugged_nics(state, vm)
         try:
-            info = await backend.resume(domain_spec(state, vm, nics), image, paused=paused)
+            info = await backend.resume(await domain_spec(state, vm, nics), image, paused=paused)
         except BackendError as e:
             await detach_vm_vifs(state, vm)
             raise _backend_error(vm, e, int(rec["memory_dynamic_max"])) from None
