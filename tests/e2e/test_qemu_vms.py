@@ -425,3 +425,85 @@ def test_vm_on_a_namespaced_bridge(x: Any) -> None:
         x.VM.destroy(vm)
         x.network.destroy(net)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def open_files(vm_uuid: str) -> set[str]:
+    (pid,) = qemu_pids(vm_uuid)
+    fds = Path(f"/proc/{pid}/fd")
+    out = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            out.add(os.readlink(fd))
+    return out
+
+
+def test_disks_and_cds_change_while_the_vm_runs(x: Any, server: ServerProcess) -> None:
+    iso = server.data_dir / "iso" / "tools.iso"
+    iso.parent.mkdir(exist_ok=True)
+    iso.write_bytes(b"\0" * (1 << 20))
+    (iso_sr,) = [s for s in x.SR.get_all() if x.SR.get_content_type(s) == "iso"]
+    x.SR.scan(iso_sr)
+    (iso_vdi,) = [v for v in x.SR.get_VDIs(iso_sr) if x.VDI.get_location(v) == "tools.iso"]
+    vm = tiny_vm(x, "hotplug")
+    cd = x.VBD.create(
+        {
+            "VM": vm,
+            "VDI": "OpaqueRef:NULL",
+            "userdevice": "3",
+            "bootable": False,
+            "mode": "RO",
+            "type": "CD",
+            "empty": True,
+            "other_config": {},
+            "qos_algorithm_type": "",
+            "qos_algorithm_params": {},
+        }
+    )
+    x.VM.start(vm, False, False)
+    wait_for(lambda: guest_metrics(x, vm))
+    uuid = x.VM.get_uuid(vm)
+    # a CD goes in and comes out again
+    x.VBD.insert(cd, iso_vdi)
+    assert str(iso) in open_files(uuid)
+    x.VBD.eject(cd)
+    assert str(iso) not in open_files(uuid)
+    # a new disk is plugged into the running guest and unplugged again
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create(
+        {
+            "name_label": "extra",
+            "name_description": "",
+            "SR": sr,
+            "virtual_size": str(32 << 20),
+            "type": "user",
+            "sharable": False,
+            "read_only": False,
+            "other_config": {},
+            "xenstore_data": {},
+            "sm_config": {},
+            "tags": [],
+        }
+    )
+    vbd = x.VBD.create(
+        {
+            "VM": vm,
+            "VDI": vdi,
+            "userdevice": "1",
+            "bootable": False,
+            "mode": "RW",
+            "type": "Disk",
+            "empty": False,
+            "other_config": {},
+            "qos_algorithm_type": "",
+            "qos_algorithm_params": {},
+        }
+    )
+    x.VBD.plug(vbd)
+    location = x.VDI.get_location(vdi)
+    assert any(location in f for f in open_files(uuid))
+    x.VBD.unplug(vbd)
+    assert not any(location in f for f in open_files(uuid))
+    x.VM.hard_shutdown(vm)
+    x.VBD.destroy(vbd)
+    x.VDI.destroy(vdi)
+    x.VM.destroy(vm)

@@ -447,7 +447,78 @@ def _install_storage_hooks(state: ServerState, backend: DomainBackend) -> None:
             return None  # stopped for a checkpoint: its disks are closed
         return _LivePivot(backend, vm["uuid"], rec["userdevice"])
 
-    storage_of(state).live_snapshot = provider
+    storage = storage_of(state)
+    storage.live_snapshot = provider
+    if hasattr(backend, "disk_plug"):
+        storage.device_hooks = _DiskHooks(state, backend)
+
+
+class _DiskHooks:
+    """VBD plug, unplug, insert and eject on a running domain, through its backend."""
+
+    def __init__(self, state: ServerState, backend: Any) -> None:
+        self.state = state
+        self.backend = backend
+
+    def _live(self, vm: str) -> str:
+        """The VM's uuid when its domain runs now, else ""."""
+        rec = self.state.store.get("VM", vm)
+        if rec is None or rec["power_state"] not in RUNNING_STATES:
+            return ""
+        return str(rec["uuid"]) if self.backend.has_domain(rec["uuid"]) else ""
+
+    async def vbd_plug(self, vm: str, vbd: str) -> None:
+        from openxapi.api.handlers.vm_power import attach_path
+        from openxapi.xenops.backend import DiskSpec
+
+        uuid = self._live(vm)
+        rec = self.state.record("VBD", vbd)
+        if not uuid:
+            return
+        if rec["type"] == "CD":
+            from openxapi.errors import ApiError
+
+            raise ApiError(
+                "OPERATION_NOT_ALLOWED", "CD drives cannot be plugged into a running VM"
+            )
+        if rec["empty"]:
+            return
+        vdi = self.state.record("VDI", rec["VDI"])
+        path, fmt = await attach_path(self.state, vdi, rec["mode"] == "RW")
+        disk = DiskSpec(rec["userdevice"], vdi["location"], rec["mode"] == "RO", path=path,
+                        format=fmt)
+        await self._call(self.backend.disk_plug(uuid, disk))
+
+    async def vbd_unplug(self, vm: str, vbd: str, force: bool) -> None:
+        uuid = self._live(vm)
+        rec = self.state.record("VBD", vbd)
+        if uuid and rec["type"] != "CD":
+            await self._call(self.backend.disk_unplug(uuid, rec["userdevice"]))
+
+    async def vbd_insert(self, vm: str, vbd: str, vdi: str) -> None:
+        from openxapi.api.handlers.vm_power import attach_path
+
+        uuid = self._live(vm)
+        if uuid:
+            path, fmt = await attach_path(self.state, self.state.record("VDI", vdi), False)
+            ud = self.state.record("VBD", vbd)["userdevice"]
+            await self._call(self.backend.cd_insert(uuid, ud, path, fmt))
+
+    async def vbd_eject(self, vm: str, vbd: str) -> None:
+        uuid = self._live(vm)
+        if uuid:
+            ud = self.state.record("VBD", vbd)["userdevice"]
+            await self._call(self.backend.cd_eject(uuid, ud))
+
+    @staticmethod
+    async def _call(op: Any) -> None:
+        from openxapi.errors import ApiError
+        from openxapi.xenops.backend import BackendError
+
+        try:
+            await op
+        except BackendError as e:
+            raise ApiError("INTERNAL_ERROR", f"domain backend: {e}") from None
 
 
 def domains_of(state: ServerState) -> VmDomains:

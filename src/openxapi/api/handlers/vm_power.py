@@ -50,7 +50,9 @@ def _is_hvm(rec: dict[str, Any]) -> bool:
     return bool(rec["HVM_boot_policy"])
 
 
-async def _attach_path(state: ServerState, vdi: dict[str, Any], writable: bool) -> tuple[str, str]:
+async def attach_path(
+    state: ServerState, vdi: dict[str, Any], writable: bool
+) -> tuple[str, str]:
     """The image file and format a hypervisor opens for a VDI ("" when it has none)."""
     storage = storage_of(state)
     drv = await storage.driver(vdi["SR"])
@@ -64,7 +66,7 @@ async def _attach_path(state: ServerState, vdi: dict[str, Any], writable: bool) 
 async def suspend_image(state: ServerState, vdi: str, size: int = 0) -> SuspendImage:
     """The backend's view of a suspend VDI: its identity and, when it has one, its file."""
     rec = state.record("VDI", vdi)
-    path, fmt = await _attach_path(state, rec, True)
+    path, fmt = await attach_path(state, rec, True)
     return SuspendImage(rec["uuid"], rec["location"], size or int(rec["virtual_size"]), path, fmt)
 
 
@@ -103,12 +105,16 @@ async def domain_spec(state: ServerState, ref: str, nics: list[NicSpec]) -> Doma
     disks = []
     for vbd in rec["VBDs"]:
         vrec = state.store.get("VBD", vbd)
-        if vrec is None or vrec["empty"]:
+        if vrec is None:
+            continue
+        if vrec["empty"]:
+            if vrec["type"] == "CD":  # a drive with no medium: media may be inserted later
+                disks.append(DiskSpec(userdevice=vrec["userdevice"], location="", cdrom=True))
             continue
         vdi = state.store.get("VDI", vrec["VDI"])
         if vdi is None:
             continue
-        path, fmt = await _attach_path(state, vdi, vrec["mode"] == "RW")
+        path, fmt = await attach_path(state, vdi, vrec["mode"] == "RW")
         disks.append(
             DiskSpec(
                 userdevice=vrec["userdevice"],

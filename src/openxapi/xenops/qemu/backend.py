@@ -27,6 +27,7 @@ from typing import Any
 from openxapi.xenops.backend import (
     BackendError,
     BadDomainState,
+    DiskSpec,
     DomainBackend,
     DomainExists,
     DomainInfo,
@@ -95,6 +96,8 @@ class _Domain:
     utilisation: float = -1.0
     #: Per VBD slot, the generation of the link QEMU opened its current top image by.
     links: dict[str, int] = field(default_factory=dict)
+    #: Per VBD slot, the block node of a hot-plugged disk (removed on unplug).
+    nodes: dict[str, str] = field(default_factory=dict)
     cpu_sample: tuple[float, float] = (0.0, 0.0)
     watcher: asyncio.Task[None] | None = None
     agent_kick: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,6 +127,7 @@ class _Domain:
             "start_time": self.start_time,
             "macs": self.macs,
             "links": self.links,
+            "nodes": self.nodes,
         }
 
 
@@ -261,6 +265,7 @@ class QemuBackend(DomainBackend):
             monitor=monitor,
             state=_state_of(status),
             links={str(k): int(v) for k, v in rec.get("links", {}).items()},
+            nodes={str(k): str(v) for k, v in rec.get("nodes", {}).items()},
         )
         self._domains[uuid] = d
         self._watch(d)
@@ -798,6 +803,78 @@ class QemuBackend(DomainBackend):
             raise
         d.links[userdevice] = gen + 1
         self._save(d)
+
+    # ---- devices of a running domain ----------------------------------------------------------
+    async def disk_plug(self, uuid: str, disk: DiskSpec) -> None:
+        """Hot-plug a disk (a virtio disk; CD drives exist from the start, see cd_insert)."""
+        d = self._get(uuid)
+        if not disk.path or disk.cdrom:
+            raise BackendError(uuid, "only disks with an image file can be hot-plugged")
+        gen = d.links.get(disk.userdevice, -1) + 1
+        path = disk.path
+        if not disk.read_only:
+            link = _disk_link(d.paths, disk.userdevice, gen)
+            _point(link, disk.path)
+            _link_backing_chain(d.paths, disk.path)
+            path = str(link)
+        node = f"{cmdline.drive_id(disk.userdevice)}.{gen}"
+        await self._qmp(
+            d,
+            "blockdev-add",
+            {
+                "driver": disk.format or "raw",
+                "node-name": node,
+                "read-only": disk.read_only,
+                "file": {"driver": "file", "filename": path},
+            },
+        )
+        try:
+            await self._qmp(
+                d,
+                "device_add",
+                {"driver": "virtio-blk-pci", "drive": node, "id": f"vbd{disk.userdevice}"},
+            )
+        except BaseException:
+            with contextlib.suppress(BackendError, DomainNotFound):
+                await self._qmp(d, "blockdev-del", {"node-name": node})
+            raise
+        if not disk.read_only:
+            d.links[disk.userdevice] = gen
+        d.nodes[disk.userdevice] = node
+        self._save(d)
+
+    async def disk_unplug(self, uuid: str, userdevice: str, timeout: float = 30.0) -> None:
+        """Hot-unplug a disk; the guest must release it (ACPI hot-plug) within ``timeout``."""
+        d = self._get(uuid)
+        since = time.monotonic()
+        await self._qmp(d, "device_del", {"id": f"vbd{userdevice}"})
+        got = await d.monitor.wait_event(("DEVICE_DELETED",), since, timeout)
+        if got != "DEVICE_DELETED":
+            raise BackendError(uuid, f"the guest did not release disk {userdevice}")
+        node = d.nodes.pop(userdevice, None)
+        if node is not None:  # a hot-plugged image stays open until its node goes
+            await self._qmp(d, "blockdev-del", {"node-name": node})
+        d.links.pop(userdevice, None)
+        self._save(d)
+
+    async def cd_insert(self, uuid: str, userdevice: str, path: str, fmt: str) -> None:
+        """Put a medium into the CD drive in slot ``userdevice``."""
+        d = self._get(uuid)
+        await self._qmp(
+            d,
+            "blockdev-change-medium",
+            {
+                "id": f"vbd{userdevice}",
+                "filename": path,
+                "format": fmt or "raw",
+                "read-only-mode": "read-only",
+            },
+        )
+
+    async def cd_eject(self, uuid: str, userdevice: str) -> None:
+        """Take the medium out of the CD drive in slot ``userdevice``."""
+        d = self._get(uuid)
+        await self._qmp(d, "eject", {"id": f"vbd{userdevice}", "force": True})
 
     @staticmethod
     def _save(d: _Domain) -> None:

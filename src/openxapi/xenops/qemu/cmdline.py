@@ -59,6 +59,17 @@ def drive_id(userdevice: str) -> str:
     return f"drive{userdevice}"
 
 
+def _empty_cd(disk: DiskSpec) -> list[str]:
+    """A CD drive with no medium, so media can be inserted while the domain runs."""
+    did = drive_id(disk.userdevice)
+    return [
+        "-drive",
+        f"id={did},if=none,media=cdrom,readonly=on",
+        "-device",
+        f"ide-cd,drive={did},id=vbd{disk.userdevice}",
+    ]
+
+
 def _drive(disk: DiskSpec) -> list[str]:
     fmt = disk.format or "raw"
     opts = [
@@ -175,6 +186,8 @@ def build(
     for disk in spec.disks:
         if disk.path:
             argv += _drive(disk)
+        elif disk.cdrom and not disk.location:
+            argv += _empty_cd(disk)
     for nic in spec.nics:
         argv += _nic(nic, nic_netdev(nic, spec.forwards.get(nic.device, ())))
     if incoming:

@@ -20,7 +20,15 @@ from qemu.qmp import EventListener, QMPClient, QMPError, Runstate
 # qemu.qmp logs a traceback whenever QEMU exits under it; an exit is normal here.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
-WATCHED_EVENTS = ("SHUTDOWN", "RESET", "STOP", "RESUME", "GUEST_PANICKED", "BALLOON_CHANGE")
+WATCHED_EVENTS = (
+    "SHUTDOWN",
+    "RESET",
+    "STOP",
+    "RESUME",
+    "GUEST_PANICKED",
+    "BALLOON_CHANGE",
+    "DEVICE_DELETED",
+)
 
 
 class MonitorGone(Exception):
