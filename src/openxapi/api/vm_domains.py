@@ -193,6 +193,10 @@ class VmDomains:
         ops = allowed_operations(rec, ref, self.facts(rec))
         if ops != rec["allowed_operations"]:
             self.state.store.update("VM", ref, {"allowed_operations": ops})
+        if rec["appliance"] != NULL_REF:  # its operations depend on its VMs' states
+            from openxapi.api.handlers.vm_grouping import refresh_appliance
+
+            refresh_appliance(self.state, rec["appliance"])
 
     def check(self, ref: str, op: str, *, strict: bool = True) -> dict[str, Any]:
         """The VM's record, or the lifecycle error for ``op``."""

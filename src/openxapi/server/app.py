@@ -62,10 +62,11 @@ async def _start_network(state: ServerState) -> None:
 
 
 def _install_storage_routes(router: Router, dispatcher: Dispatcher) -> None:
-    """``/import_raw_vdi`` and ``/export_raw_vdi``."""
-    from openxapi.server import raw_vdi
+    """``/import_raw_vdi``, ``/export_raw_vdi``, ``/import`` and ``/export``."""
+    from openxapi.server import raw_vdi, xva
 
     raw_vdi.install(router, dispatcher)
+    xva.install(router, dispatcher)
 
 
 class AlreadyRunning(RuntimeError):

@@ -68,6 +68,20 @@ async def destroy(state: ServerState, ctx: CallContext, self: str) -> Any:
         ref = rec[field]
         if ref != NULL_REF and state.store.get(cls_name, ref) is not None:
             g.destroy_object(state, cls_name, ref)
+    _leave_groups(state, self, rec)
     g.destroy_object(state, "VM", self)
     await state.store.sync()
     return ""
+
+
+def _leave_groups(state: ServerState, vm: str, rec: dict[str, Any]) -> None:
+    """VM.groups and VM_group.VMs are kept in step by hand (many to many)."""
+    from openxapi.api.handlers.vm_grouping import update_anti_affinity_alert
+
+    for group in rec["groups"]:
+        grec = state.store.get("VM_group", group)
+        if grec is not None:
+            state.store.update("VM_group", group, {"VMs": [v for v in grec["VMs"] if v != vm]})
+            update_anti_affinity_alert(state, group)
+    if rec["groups"]:
+        state.store.update("VM", vm, {"groups": []})

@@ -80,6 +80,10 @@ async def set_is_a_template(state: ServerState, ctx: CallContext, self: str, val
     rec = state.record("VM", self)
     if value and not rec["is_a_template"]:
         domains.check(self, "make_into_template")
+    if value and rec["groups"]:  # templates belong to no VM group
+        from openxapi.api.handlers.vm import _leave_groups
+
+        _leave_groups(state, self, rec)
     state.store.update("VM", self, {"is_a_template": bool(value)})
     domains.refresh(self)
     await state.store.sync()
