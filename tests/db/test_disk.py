@@ -22,7 +22,7 @@ def _objects(disk: Disk) -> dict[str, dict[str, Any]]:
     """Each object as loading sees it: its row with the newer updates applied, and gen."""
     deltas = disk.deltas()
     out: dict[str, dict[str, Any]] = {}
-    for ref, _cls, gen, data in disk.rows():
+    for ref, _cls, gen, data, _created in disk.rows():
         stored = orjson.loads(data)
         stored["gen"] = apply_deltas(stored, deltas.get(ref, []), gen)
         out[ref] = stored
@@ -37,7 +37,7 @@ def _count(disk: Disk, table: str) -> int:
 
 def test_updates_apply_over_the_row_in_generation_order(tmp_path: Path) -> None:
     disk = _open(tmp_path / "s.db")
-    disk.commit(Batch(rows=[("r1", "VM", 1, b'{"a": 1, "b": 1}')], generation=1))
+    disk.commit(Batch(rows=[("r1", "VM", 1, b'{"a": 1, "b": 1}', 1)], generation=1))
     disk.commit(Batch(deltas=[(2, "r1", b'{"a": 2}')], generation=2))
     disk.commit(Batch(deltas=[(3, "r1", b'{"b": 3}'), (4, "r1", b'{"a": 4}')], generation=4))
     disk.close(None)  # as after a crash: nothing folded
@@ -52,11 +52,11 @@ def test_updates_apply_over_the_row_in_generation_order(tmp_path: Path) -> None:
 def test_updates_older_than_the_row_are_ignored(tmp_path: Path) -> None:
     disk = _open(tmp_path / "s.db")
     try:
-        disk.commit(Batch(rows=[("r1", "VM", 1, b'{"a": 1}')], generation=1))
+        disk.commit(Batch(rows=[("r1", "VM", 1, b'{"a": 1}', 1)], generation=1))
         disk.commit(Batch(deltas=[(2, "r1", b'{"a": 2}')], generation=2))
         # deleted and made again under the same ref: the old update predates the new row
         disk.commit(Batch(deletes=[("r1",)], generation=3))
-        disk.commit(Batch(rows=[("r1", "VM", 4, b'{"a": 4}')], generation=4))
+        disk.commit(Batch(rows=[("r1", "VM", 4, b'{"a": 4}', 4)], generation=4))
         assert _objects(disk) == {"r1": {"a": 4, "gen": 4}}
     finally:
         disk.close(None)
@@ -67,7 +67,7 @@ def test_compact_folds_updates_into_rows_and_forgets_them(tmp_path: Path) -> Non
     try:
         disk.commit(
             Batch(
-                rows=[("r1", "VM", 1, b'{"a": 1, "x": null}'), ("r2", "VM", 2, b'{"a": 2}')],
+                rows=[("r1", "VM", 1, b'{"a": 1, "x": null}', 1), ("r2", "VM", 2, b'{"a": 2}', 2)],
                 generation=2,
             )
         )
@@ -85,7 +85,7 @@ def test_compact_folds_updates_into_rows_and_forgets_them(tmp_path: Path) -> Non
 
 def test_a_clean_close_folds_the_updates(tmp_path: Path) -> None:
     disk = _open(tmp_path / "s.db")
-    disk.commit(Batch(rows=[("r1", "VM", 1, b'{"a": 1}')], generation=1))
+    disk.commit(Batch(rows=[("r1", "VM", 1, b'{"a": 1}', 1)], generation=1))
     disk.commit(Batch(deltas=[(2, "r1", b'{"a": 2}')], generation=2))
     disk.close(2)
     conn = sqlite3.connect(tmp_path / "s.db")
@@ -101,7 +101,7 @@ def test_unreadable_rows_keep_their_updates(tmp_path: Path) -> None:
     try:
         disk.commit(
             Batch(
-                rows=[("torn", "VM", 1, b'{"a": '), ("ok", "VM", 2, b'{"a": 2}')],
+                rows=[("torn", "VM", 1, b'{"a": ', 1), ("ok", "VM", 2, b'{"a": 2}', 2)],
                 deltas=[],
                 generation=2,
             )
@@ -136,7 +136,7 @@ def test_apply_deltas_refuses_what_is_not_an_object() -> None:
 def test_a_batch_of_many_updates_is_written_whole(tmp_path: Path) -> None:
     disk = _open(tmp_path / "s.db")
     try:
-        disk.commit(Batch(rows=[("r", "VM", 1, b'{"n": 0}')], generation=1))
+        disk.commit(Batch(rows=[("r", "VM", 1, b'{"n": 0}', 1)], generation=1))
         deltas = [(g, "r", orjson.dumps({"n": g})) for g in range(2, 102)]
         disk.commit(Batch(deltas=deltas, generation=101))
         assert _count(disk, "changes") == 100
@@ -148,7 +148,7 @@ def test_a_batch_of_many_updates_is_written_whole(tmp_path: Path) -> None:
 def test_a_batch_larger_than_one_statement_is_still_one_transaction(tmp_path: Path) -> None:
     disk = _open(tmp_path / "s.db")
     try:
-        disk.commit(Batch(rows=[("r", "VM", 1, b'{"n": 0}')], generation=1))
+        disk.commit(Batch(rows=[("r", "VM", 1, b'{"n": 0}', 1)], generation=1))
         deltas = [(g, "r", orjson.dumps({"n": g})) for g in range(2, 1002)]
         disk.conn.execute("PRAGMA max_page_count = 1")  # the file cannot grow: SQLITE_FULL
         with pytest.raises(sqlite3.Error):
@@ -163,7 +163,7 @@ def test_a_batch_larger_than_one_statement_is_still_one_transaction(tmp_path: Pa
 
 def test_counters_are_written_only_with_a_batch_that_carries_them(tmp_path: Path) -> None:
     disk = _open(tmp_path / "s.db")
-    disk.commit(Batch(rows=[("r", "VM", 1, b"{}")], generation=1, reserved=500))
+    disk.commit(Batch(rows=[("r", "VM", 1, b"{}", 1)], generation=1, reserved=500))
     disk.commit(Batch(deltas=[(2, "r", b"{}")]))
     disk.close(None)
     disk = Disk(tmp_path / "s.db")

@@ -239,24 +239,24 @@ async def test_an_older_schema_is_migrated_after_a_backup(
     await s.close()
 
     def add_table(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE added_in_v3 (x INTEGER)")
+        conn.execute("CREATE TABLE added_in_v4 (x INTEGER)")
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, 2: add_table})
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, 3: add_table})
     s = Store(API, path)
     await s.open()
     try:
-        assert s.schema_version_found == 2
+        assert s.schema_version_found == 3
         got = s.get("VM", ref)
         assert got is not None and got["name_label"] == "before upgrade"
     finally:
         await s.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (3,)
-    conn.execute("SELECT x FROM added_in_v3")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (4,)
+    conn.execute("SELECT x FROM added_in_v4")
     conn.close()
-    backup = sqlite3.connect(tmp_path / "s.db.v2.bak")
-    assert backup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (2,)
+    backup = sqlite3.connect(tmp_path / "s.db.v3.bak")
+    assert backup.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (3,)
     assert backup.execute("SELECT count(*) FROM objects").fetchone() == (1,)
     backup.close()
     # a new file is created at the newest version through the same steps
@@ -264,8 +264,24 @@ async def test_an_older_schema_is_migrated_after_a_backup(
     await fresh.open()
     await fresh.close()
     conn = sqlite3.connect(tmp_path / "new.db")
-    conn.execute("SELECT x FROM added_in_v3")
+    conn.execute("SELECT x FROM added_in_v4")
     conn.close()
+
+
+async def test_the_creating_generation_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = Store(API, path)
+    await s.open()
+    ref, rec = vm(1)
+    made = s.create("VM", ref, rec)
+    changed = s.update("VM", ref, {"name_label": "later"})
+    await s.close()
+    s = Store(API, path)
+    await s.open()
+    try:
+        assert s.created(ref) == made < changed == s.version(ref)
+    finally:
+        await s.close()
 
 
 def _version_1_file(path: Path, rows: list[tuple[str, str, int, bytes]], generation: int) -> None:
@@ -299,6 +315,7 @@ async def test_a_version_1_file_keeps_every_object_and_generation(tmp_path: Path
     try:
         assert s.schema_version_found == 1
         assert s.get("VM", ref) == rec and s.version(ref) == 41
+        assert s.created(ref) == 0  # not recorded before version 3
         assert s.extras(ref) == {"legacy_field": 7}
         gen = s.update("VM", ref, {"name_label": "after upgrade"})
         assert gen > 41

@@ -480,6 +480,7 @@ class EventHub:
         if since < store.tombstone_floor:
             raise ApiError("EVENTS_LOST")
         version = store.version
+        created = store.created
         whole, single = self._scope(sub, messages=False)
         for cls in whole:
             lcls = self.lower[cls]
@@ -489,7 +490,8 @@ class EventHub:
                     continue
                 if v > committed:
                     continue
-                mods.append(((v, "mod", lcls, cls, ref), rec))
+                op = "add" if created(ref) > since else "mod"
+                mods.append(((v, op, lcls, cls, ref), rec))
         for cls, ref in single:
             one = store.get(cls, ref)
             v = version(ref)
@@ -497,7 +499,8 @@ class EventHub:
                 continue
             if v > committed:
                 continue
-            mods.append(((v, "mod", self.lower[cls], cls, ref), one))
+            op = "add" if created(ref) > since else "mod"
+            mods.append(((v, op, self.lower[cls], cls, ref), one))
         for cls, ref, gen in store.deleted_since(since):
             lowered = self.lower.get(cls)
             if gen > committed or lowered is None or cls == MESSAGE:

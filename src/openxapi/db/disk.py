@@ -23,7 +23,7 @@ import orjson
 from openxapi.db import schema
 
 # A row to write: (ref, cls, gen, data). A row to delete: (ref,).
-Row = tuple[str, str, int, bytes]
+Row = tuple[str, str, int, bytes, int]  # ref, cls, gen, data, created
 # An update: (gen, ref, JSON object of the fields it set).
 Delta = tuple[int, str, bytes]
 Tombstone = tuple[int, str, str, float]  # (gen, cls, ref, unix time)
@@ -117,9 +117,9 @@ class Disk:
         res = reserved if isinstance(reserved, int) else 0
         return Meta(found, gen, max(gen, res), floor if isinstance(floor, int) else 0, deltas)
 
-    def rows(self) -> Iterator[tuple[str, str, int, bytes]]:
+    def rows(self) -> Iterator[Row]:
         """Every stored object, streamed so loading never holds all the blobs at once."""
-        yield from self.conn.execute("SELECT ref, cls, gen, data FROM objects")
+        yield from self.conn.execute("SELECT ref, cls, gen, data, created FROM objects")
 
     def deltas(self) -> dict[str, list[tuple[int, bytes]]]:
         """The updates not yet folded into ``objects``, by ref, oldest first."""
@@ -155,7 +155,7 @@ class Disk:
         try:
             if batch.rows:
                 conn.executemany(
-                    "INSERT INTO objects (ref, cls, gen, data) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO objects (ref, cls, gen, data, created) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT(ref) DO UPDATE SET"
                     " cls = excluded.cls, gen = excluded.gen, data = excluded.data",
                     batch.rows,

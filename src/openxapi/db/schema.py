@@ -6,6 +6,8 @@ misreading it.
 
 Version 2 adds ``changes``: an update is stored as the fields it changed, keyed by its
 generation, and folded into the object's ``objects`` row later (see ``disk.Disk.compact``).
+Version 3 adds ``objects.created``, the generation that created the object (0: from before
+version 3), so events after a restart still tell an added object from a modified one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
@@ -34,8 +36,12 @@ def _add_changes(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_created(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE objects ADD COLUMN created INTEGER NOT NULL DEFAULT 0")
+
+
 # MIGRATIONS[v] upgrades a file at schema version v to v + 1, inside one transaction.
-MIGRATIONS: dict[int, Migration] = {1: _add_changes}
+MIGRATIONS: dict[int, Migration] = {1: _add_changes, 2: _add_created}
 
 
 class SchemaError(Exception):

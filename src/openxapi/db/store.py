@@ -125,6 +125,8 @@ class Store:
         }
         self._class_of: dict[str, str] = {}
         self._versions: dict[str, int] = {}
+        #: The generation that created each object, for add/mod after a restart.
+        self._created: dict[str, int] = {}
         self._extras: dict[str, dict[str, Any]] = {}
         self._generation = 0
         self._log: list[Change] = []
@@ -224,7 +226,8 @@ class Store:
         versions = self._versions
         shared: dict[Any, Any] = {}
         deltas = disk.deltas()
-        for ref, cls, gen, data in disk.rows():
+        created = self._created
+        for ref, cls, gen, data, made in disk.rows():
             shape = shapes.get(cls)
             if shape is None or cls in volatile:
                 skipped[cls] = skipped.get(cls, 0) + 1
@@ -244,6 +247,8 @@ class Store:
                 continue
             self._install(cls, shape, ref, record)
             versions[ref] = gen
+            if made:
+                created[ref] = made
             if extras:
                 self._extras[ref] = extras
 
@@ -311,6 +316,10 @@ class Store:
         """The generation of the last write to this object (0 if unknown)."""
         return self._versions.get(ref, 0)
 
+    def created(self, ref: str) -> int:
+        """The generation that created this object (0 if unknown: older than the record)."""
+        return self._created.get(ref, 0)
+
     @property
     def generation(self) -> int:
         """The newest generation handed out."""
@@ -346,6 +355,7 @@ class Store:
         gen = self._generation = self._generation + 1
         self._install(cls, shape, ref, record)
         self._versions[ref] = gen
+        self._created[ref] = gen
         if data is not None:
             self._pending[ref] = _Pending(cls, gen, _WHOLE, data)
         self._after_write(cls, ref, gen, "add")
@@ -421,6 +431,7 @@ class Store:
         gen = self._generation = self._generation + 1
         del self._class_of[ref]
         self._versions.pop(ref, None)
+        self._created.pop(ref, None)
         self._extras.pop(ref, None)
         uuid_index = self._by_uuid.get(cls)
         if uuid_index is not None and uuid_index.get(record.get("uuid", "")) == ref:
@@ -655,7 +666,8 @@ class Store:
                 batch.deltas.append((entry.gen, ref, data))
             elif entry.kind == _WHOLE:
                 assert entry.data is not None
-                batch.rows.append((ref, entry.cls, entry.gen, entry.data))
+                made = self._created.get(ref, entry.gen)
+                batch.rows.append((ref, entry.cls, entry.gen, entry.data, made))
             else:
                 batch.deletes.append((ref,))
         disk = self._disk
