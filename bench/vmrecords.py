@@ -12,6 +12,7 @@ own ``ServerState.new_record`` does, because that is the function used here.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -444,11 +445,42 @@ async def _populate(data_dir: Path, count: int, first_index: int) -> Populated:
         resident = store.table("host")[host]["resident_VMs"]
         store.update("host", host, {"resident_VMs": [*resident, *vms]})
         await store.sync()
+        _simulated_domains(data_dir, [store.table("VM")[vm] for vm in vms])
         seconds = time.perf_counter() - t0
         total = sum(len(store.table(c)) for c in store.classes())
     finally:
         await store.close()
     return Populated(vms, total - before, seconds, total)
+
+
+def _simulated_domains(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    """The simulator's domains for the running VMs, as a daemon restart finds them: the
+    VMs stay Running when the server re-adopts them."""
+    path = data_dir / "simulator" / "domains.json"
+    data: dict[str, Any] = {"domains": {}, "images": {}, "next_domid": 1}
+    if path.exists():
+        data = json.loads(path.read_text())
+    started = time.time()
+    for rec in records:
+        if rec["power_state"] != "Running":
+            continue
+        data["domains"][rec["uuid"]] = {
+            "uuid": rec["uuid"],
+            "name": rec["name_label"],
+            "domid": rec["domid"],
+            "memory": rec["memory_dynamic_max"],
+            "vcpus": rec["VCPUs_at_startup"],
+            "hvm": True,
+            "nics": ["0"],
+            "hints": {},
+            "state": "running",
+            "start_time": started,
+            "booted": True,
+            "booted_at": started,
+        }
+        data["next_domid"] = max(int(data["next_domid"]), int(rec["domid"]) + 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
 
 
 def populate(data_dir: Path, count: int, first_index: int = 0) -> Populated:

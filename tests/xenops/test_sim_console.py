@@ -103,6 +103,8 @@ async def test_a_running_domain_serves_rfb_3_8_with_a_solid_screen(
     backend: SimulatorBackend,
 ) -> None:
     info = await backend.start(spec("my guest"))
+    assert not socket_of(info).exists()  # made when a client first asks for it
+    assert await backend.console(info.uuid) == info.vnc
     assert socket_of(info).is_socket()
     assert (await backend.info(info.uuid)) == info
     client = await connect(info.vnc)
@@ -126,6 +128,7 @@ async def test_older_viewers_and_other_pixel_formats_are_served(
     backend: SimulatorBackend,
 ) -> None:
     info = await backend.start(spec())
+    await backend.console(info.uuid)
     for version in (b"RFB 003.003\n", b"RFB 003.007\n"):
         client = await connect(info.vnc)
         assert (await client.handshake(version)).width == 640
@@ -143,7 +146,7 @@ async def test_older_viewers_and_other_pixel_formats_are_served(
 
 async def test_a_viewer_that_wants_security_is_turned_away(backend: SimulatorBackend) -> None:
     info = await backend.start(spec())
-    client = await connect(info.vnc)
+    client = await connect(await backend.console(info.uuid))
     assert await client.read(12) == b"RFB 003.008\n"
     client.writer.write(b"RFB 003.008\n")
     assert await client.read(2) == b"\x01\x01"
@@ -159,7 +162,7 @@ async def test_stopping_the_domain_hangs_up_and_removes_the_socket(
 ) -> None:
     info = await backend.start(spec())
     path = socket_of(info)
-    client = await connect(info.vnc)
+    client = await connect(await backend.console(info.uuid))
     await client.handshake()
     await backend.hard_shutdown(info.uuid)
     assert await asyncio.wait_for(client.reader.read(), TIMEOUT) == b""
@@ -172,11 +175,13 @@ async def test_suspend_removes_the_console_and_resume_brings_it_back(
 ) -> None:
     s = spec()
     info = await backend.start(s)
+    await backend.console(s.uuid)
     image = SuspendImage(vdi_uuid=str(uuidlib.uuid4()), location="img", size=s.memory)
     await backend.suspend(s.uuid, image)
     assert not socket_of(info).exists()
     resumed = await backend.resume(s, image)
-    client = await connect(resumed.vnc)
+    client = await connect(await backend.console(s.uuid))
+    assert resumed.vnc.startswith("unix:")
     assert (await client.handshake()).name == s.name
     await client.close()
 
@@ -185,7 +190,7 @@ async def test_consoles_close_with_the_backend_and_return_on_reopen(tmp_path: Pa
     first = SimulatorBackend(tmp_path / "sim")
     await first.open()
     info = await first.start(spec("survivor"))
-    client = await connect(info.vnc)
+    client = await connect(await first.console(info.uuid))
     await client.handshake()
     await first.close()
     assert not socket_of(info).exists()
@@ -194,7 +199,7 @@ async def test_consoles_close_with_the_backend_and_return_on_reopen(tmp_path: Pa
 
     second = SimulatorBackend(tmp_path / "sim")
     (adopted,) = await second.open()
-    client = await connect(adopted.vnc)
+    client = await connect(await second.console(adopted.uuid))
     assert (await client.handshake()).name == "survivor"
     await client.close()
     await second.hard_shutdown(adopted.uuid)
@@ -206,7 +211,7 @@ async def test_without_a_state_dir_sockets_live_in_a_temporary_directory() -> No
     await b.open()
     info = await b.start(spec())
     path = socket_of(info)
-    client = await connect(info.vnc)
+    client = await connect(await b.console(info.uuid))
     await client.handshake()
     await client.close()
     await b.close()

@@ -103,4 +103,4 @@ async def console_target(state: ServerState, console_ref: str) -> str:
     info = await backend.info(vm["uuid"])
     if info is None or info.state not in ("running", "paused"):
         return ""
-    return info.vnc
+    return await backend.console(vm["uuid"])

@@ -64,6 +64,22 @@ def make_backend(state: ServerState) -> DomainBackend:
     return SimulatorBackend(state_dir, settings)
 
 
+def _changed_fields(rec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``values`` that differ from ``rec``."""
+    return {k: v for k, v in values.items() if rec.get(k) != v}
+
+
+def _update_changed(
+    st: ServerState, cls: str, ref: str, rec: dict[str, Any], values: dict[str, Any]
+) -> bool:
+    """Write only the fields whose value differs (re-adopting thousands of unchanged domains
+    at start-up then writes nothing); True when something was written."""
+    changed = _changed_fields(rec, values)
+    if changed:
+        st.store.update(cls, ref, changed)
+    return bool(changed)
+
+
 def _stamp(seconds: float) -> DateTime:
     import datetime as dt
 
@@ -243,26 +259,29 @@ class VmDomains:
         st = self.state
         power = "Paused" if info.state == "paused" else "Running"
         rec = st.record("VM", ref)
-        st.store.update(
+        _update_changed(
+            st,
             "VM",
             ref,
+            rec,
             {"power_state": power, "domid": info.domid, "scheduled_to_be_resident_on": NULL_REF},
         )
         self._set_resident(ref, st.host_ref)
-        if rec["metrics"] and st.store.get("VM_metrics", rec["metrics"]) is not None:
-            st.store.update(
-                "VM_metrics",
-                rec["metrics"],
+        metrics = st.store.get("VM_metrics", rec["metrics"]) if rec["metrics"] else None
+        if metrics is not None:
+            changed = _changed_fields(
+                metrics,
                 {
                     "memory_actual": info.memory_actual,
                     "VCPUs_number": info.vcpus,
                     "start_time": _stamp(info.start_time),
-                    "last_updated": now(),
                     "hvm": info.hvm,
                     "current_domain_type": "hvm" if info.hvm else "pv",
                     "state": [info.state],
                 },
             )
+            if changed:
+                st.store.update("VM_metrics", rec["metrics"], {**changed, "last_updated": now()})
         self._record_guest(ref, info.guest)
         sync_consoles(st, ref, info)
         self.refresh(ref)

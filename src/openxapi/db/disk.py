@@ -54,6 +54,9 @@ class Meta:
     deltas: int
 
 
+# Rows rewritten per statement while compacting (their blobs are held until it runs).
+_COMPACT_CHUNK = 512
+
 # Updates per INSERT statement. A batch of updates alone, up to this many, is that one
 # statement outside any explicit transaction: SQLite makes it a transaction of its own, so
 # the commit, its fsync included, is one call that hands the GIL back once, not once per
@@ -204,6 +207,9 @@ class Disk:
                     unreadable.append(ref)
                     continue
                 rewrites.append((orjson.dumps(stored), gen, ref))
+                if len(rewrites) >= _COMPACT_CHUNK:  # never hold every rewritten row at once
+                    conn.executemany("UPDATE objects SET data = ?, gen = ? WHERE ref = ?", rewrites)
+                    rewrites.clear()
             conn.executemany("UPDATE objects SET data = ?, gen = ? WHERE ref = ?", rewrites)
             conn.execute(
                 "DELETE FROM changes WHERE ref NOT IN (SELECT value FROM json_each(?))",

@@ -7,11 +7,14 @@ envelope itself cannot be parsed, which the reference answers with HTTP 500.
 
 from __future__ import annotations
 
+import asyncio
+
 from openxapi.api.context import CallContext
 from openxapi.api.dispatch import Dispatcher
 from openxapi.errors import ApiError
 from openxapi.http.message import Request, Response
 from openxapi.http.router import Router
+from openxapi.server.memory import release_free_memory
 from openxapi.wire import jsonrpc, xmlrpc
 from openxapi.wire.errors import WireParseError
 
@@ -56,6 +59,20 @@ def _context(req: Request, codec: str) -> CallContext:
     )
 
 
+#: A reply at least this big is followed, once sent, by returning freed heap to the system.
+BIG_REPLY = 16 << 20
+TRIM_DELAY = 0.5
+
+
+def _big_reply_trimmed(resp: Response) -> Response:
+    """Encoding a big reply (``get_all_records`` of 10,000 VMs: 100 MiB) raises the heap's
+    high-water mark; give the pages back once the reply has gone out."""
+    body = resp.body
+    if isinstance(body, bytes | bytearray | memoryview) and len(body) >= BIG_REPLY:
+        asyncio.get_running_loop().call_later(TRIM_DELAY, release_free_memory)
+    return resp
+
+
 class RpcEndpoints:
     """Route handlers bound to one dispatcher."""
 
@@ -81,7 +98,7 @@ class RpcEndpoints:
             return Response(200, XML_HEADERS, xmlrpc.encode_failure(e.description()))
         if name == LIST_METHODS:
             return Response(200, XML_HEADERS, xmlrpc.encode_bare(value))
-        return Response(200, XML_HEADERS, xmlrpc.encode_success(value))
+        return _big_reply_trimmed(Response(200, XML_HEADERS, xmlrpc.encode_success(value)))
 
     async def jsonrpc(self, req: Request) -> Response:
         if req.method == "OPTIONS":
@@ -94,4 +111,4 @@ class RpcEndpoints:
             value = await self.dispatcher.call(call.method, call.params, _context(req, "json"))
         except ApiError as e:
             return Response(200, JSON_HEADERS, jsonrpc.encode_failure(call, e.description()))
-        return Response(200, JSON_HEADERS, jsonrpc.encode_success(call, value))
+        return _big_reply_trimmed(Response(200, JSON_HEADERS, jsonrpc.encode_success(call, value)))

@@ -271,6 +271,12 @@ class DomainBackend(abc.ABC):
     async def info(self, uuid: str) -> DomainInfo | None:
         """The domain's live state, or None when there is no such domain."""
 
+    async def console(self, uuid: str) -> str:
+        """Where the domain's console listens now (``DomainInfo.vnc``), for a client about to
+        connect; backends that make consoles on demand open it here. "" when there is none."""
+        info = await self.info(uuid)
+        return info.vnc if info is not None else ""
+
     def exit_reason(self, uuid: str) -> str | None:
         """Why a domain that is gone went away, once: "shutdown" (the guest powered off),
         "crash", or "vanished" (its process died unasked); None when not known."""

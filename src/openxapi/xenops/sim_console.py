@@ -292,6 +292,10 @@ class SimConsoles:
         server = self._servers.get(uuid)
         return server.address if server is not None else ""
 
+    def planned(self, domid: int) -> str:
+        """Where domain ``domid``'s console listens once opened (``unix:PATH``)."""
+        return f"unix:{self._socket_path(domid)}"
+
     async def open(self, uuid: str, domid: int, name: str) -> str:
         """Give the domain a console (replacing any it had); returns its address, or ""
         when the socket could not be made (the domain runs on without a console)."""

@@ -139,7 +139,6 @@ class SimulatorBackend(DomainBackend):
         for uuid, dom in list(self._domains.items()):
             if dom["state"] in ("running", "paused") and not dom.get("booted"):
                 self._schedule_boot(uuid)
-            await self._open_console(dom)
         return [self._info(d) for d in self._domains.values()]
 
     async def close(self) -> None:
@@ -192,7 +191,7 @@ class SimulatorBackend(DomainBackend):
             start_time=float(dom["start_time"]),
             hvm=bool(dom["hvm"]),
             guest=guest,
-            vnc=self._consoles.address(dom["uuid"]),
+            vnc=self._consoles.address(dom["uuid"]) or self._consoles.planned(int(dom["domid"])),
         )
 
     def _get(self, uuid: str) -> dict[str, Any]:
@@ -249,12 +248,20 @@ class SimulatorBackend(DomainBackend):
         self._consoles.close(uuid)
         self._dirty()
 
-    async def _open_console(self, dom: dict[str, Any]) -> None:
-        """Give ``dom`` its console, unless the domain went while the socket was made."""
-        uuid = dom["uuid"]
-        await self._consoles.open(uuid, int(dom["domid"]), str(dom["name"]))
-        if self._domains.get(uuid) is not dom:
+    async def console(self, uuid: str) -> str:
+        """Consoles are opened when a client first connects: thousands of simulated
+        domains need no listening sockets until someone looks at them."""
+        dom = self._domains.get(uuid)
+        if dom is None or dom["state"] not in ("running", "paused"):
+            return ""
+        address = self._consoles.address(uuid)
+        if address:
+            return address
+        address = await self._consoles.open(uuid, int(dom["domid"]), str(dom["name"]))
+        if self._domains.get(uuid) is not dom:  # the domain went while the socket was made
             self._consoles.close(uuid)
+            return ""
+        return address
 
     # ---- the interface ---------------------------------------------------------------
     async def start(self, spec: DomainSpec, paused: bool = False) -> DomainInfo:
@@ -277,7 +284,6 @@ class SimulatorBackend(DomainBackend):
         self._domains[spec.uuid] = dom
         self._boot(dom, paused)
         self._dirty()
-        await self._open_console(dom)
         return self._info(dom)
 
     async def clean_shutdown(self, uuid: str, timeout: float) -> None:
@@ -359,7 +365,6 @@ class SimulatorBackend(DomainBackend):
         if not dom.get("booted"):
             self._schedule_boot(spec.uuid)
         self._dirty()
-        await self._open_console(dom)
         return self._info(dom)
 
     async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
