@@ -507,3 +507,24 @@ def test_disks_and_cds_change_while_the_vm_runs(x: Any, server: ServerProcess) -
     x.VBD.destroy(vbd)
     x.VDI.destroy(vdi)
     x.VM.destroy(vm)
+
+
+def test_pool_migrate_moves_the_running_guest_to_a_new_domain(x: Any) -> None:
+    port = free_port()
+    vm = tiny_vm(x, "migrant", forward=port)
+    x.VM.start(vm, False, False)
+    wait_for(lambda: guest_metrics(x, vm))
+    uuid = x.VM.get_uuid(vm)
+    (before,) = qemu_pids(uuid)
+    domid = x.VM.get_domid(vm)
+    host = x.VM.get_resident_on(vm)
+    x.VM.pool_migrate(vm, host, {"live": "true"})
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_domid(vm) != domid and x.VM.get_resident_on(vm) == host
+    (after,) = qemu_pids(uuid)
+    assert after != before
+    # the guest carried on: its service answers through the same forwarded port
+    assert wait_for(lambda: hello(port), timeout=20).startswith(b"hello from tinyvm")
+    x.VM.clean_shutdown(vm)
+    assert qemu_pids(uuid) == []
+    x.VM.destroy(vm)

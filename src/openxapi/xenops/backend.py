@@ -257,6 +257,12 @@ class DomainBackend(abc.ABC):
         """Rebuild a domain from ``image``. End state: running (``paused`` if asked), with
         the guest state it was suspended with. On failure the image is left intact."""
 
+    async def migrate_local(self, uuid: str) -> DomainInfo:
+        """Live-migrate a running domain to a new instance of itself on this host (the
+        reference's localhost migration). End state: running, a new domid, the guest's state
+        kept. On failure the domain keeps running as it was. Needs ``live_migrate``."""
+        raise BackendError(uuid, "live migration is not supported by this backend")
+
     async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
         """Plug or unplug vCPUs of a live domain, up to its maximum. Backends that cannot
         hot-plug vCPUs refuse."""

@@ -125,7 +125,7 @@ class SimulatorBackend(DomainBackend):
             "clean_reboot": True,
             "guest_agent": True,
             "crash_injection": True,
-            "live_migrate": False,
+            "live_migrate": True,
             "survives_restart": self._path is not None,
         }
 
@@ -314,6 +314,16 @@ class SimulatorBackend(DomainBackend):
             raise BadDomainState(uuid, dom["state"])
         await self._await_guest(dom, timeout)
         self._boot(dom, paused=False)
+        self._dirty()
+        return self._info(dom)
+
+    async def migrate_local(self, uuid: str) -> DomainInfo:
+        dom = self._get(uuid)
+        if dom["state"] != "running":
+            raise BadDomainState(uuid, dom["state"])
+        self._consoles.close(uuid)  # the new instance gets its own console
+        dom["domid"] = self._next_domid
+        self._next_domid += 1
         self._dirty()
         return self._info(dom)
 

@@ -98,6 +98,8 @@ class _Domain:
     links: dict[str, int] = field(default_factory=dict)
     #: Per VBD slot, the block node of a hot-plugged disk (removed on unplug).
     nodes: dict[str, str] = field(default_factory=dict)
+    #: The network namespace QEMU runs in ("" for the host's own).
+    netns: str = ""
     cpu_sample: tuple[float, float] = (0.0, 0.0)
     watcher: asyncio.Task[None] | None = None
     agent_kick: asyncio.Event = field(default_factory=asyncio.Event)
@@ -128,6 +130,7 @@ class _Domain:
             "macs": self.macs,
             "links": self.links,
             "nodes": self.nodes,
+            "netns": self.netns,
         }
 
 
@@ -190,7 +193,7 @@ class QemuBackend(DomainBackend):
             "clean_reboot": True,
             "guest_agent": True,
             "crash_injection": False,
-            "live_migrate": False,
+            "live_migrate": True,
             "survives_restart": True,
         }
 
@@ -266,6 +269,7 @@ class QemuBackend(DomainBackend):
             state=_state_of(status),
             links={str(k): int(v) for k, v in rec.get("links", {}).items()},
             nodes={str(k): str(v) for k, v in rec.get("nodes", {}).items()},
+            netns=str(rec.get("netns", "")),
         )
         self._domains[uuid] = d
         self._watch(d)
@@ -351,8 +355,9 @@ class QemuBackend(DomainBackend):
                 raise BackendError(spec.uuid, "NICs in more than one network namespace")
             if netns and spec.forwards:  # they would bind inside the namespace, not here
                 raise BackendError(spec.uuid, "port forwards on a VM in a network namespace")
-            if netns:
-                argv = ["ip", "netns", "exec", netns.pop(), *argv]
+            namespace = netns.pop() if netns else ""
+            if namespace:
+                argv = ["ip", "netns", "exec", namespace, *argv]
             # QEMU's error output goes to a file: a pipe would be inherited by the daemon.
             errors = paths.root / "launch.err"
             with open(errors, "wb") as err:
@@ -386,6 +391,7 @@ class QemuBackend(DomainBackend):
                 monitor=monitor,
                 state="paused" if paused or incoming else "running",
                 links=links,
+                netns=namespace,
             )
             self._save(d)
         except BaseException:
@@ -648,6 +654,95 @@ class QemuBackend(DomainBackend):
     async def list_domains(self) -> list[DomainInfo]:
         return [d.info() for d in self._domains.values()]
 
+    # ---- live migration (to this host) ----------------------------------------------------------
+    async def migrate_local(self, uuid: str) -> DomainInfo:
+        """A new QEMU, started from the running one's own command line in a directory of its
+        own, receives the guest over a unix socket; the old one then quits and the new one's
+        directory takes the domain's place."""
+        d = self._get(uuid)
+        if d.state != "running":
+            raise BadDomainState(uuid, d.state)
+        try:
+            argv = Path(f"/proc/{d.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        except OSError:
+            raise DomainNotFound(uuid, "the QEMU process is gone") from None
+        staging = cmdline.DomainPaths(self.run_root / f"{uuid}.incoming")
+        shutil.rmtree(staging.root, ignore_errors=True)
+        staging.root.mkdir(mode=0o700)
+        for entry in d.paths.root.iterdir():  # the disk links, and the bases they need
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry), staging.root / entry.name)
+        old, new = str(d.paths.root), str(staging.root)
+        argv = [a.replace(old, new) for a in argv if a != "-S"]
+        argv, forwards = _without_forwards(argv)  # the old instance holds those ports
+        channel = staging.root / "migrate.sock"
+        argv += ["-incoming", f"unix:{channel}"]
+        if d.netns:
+            argv = ["ip", "netns", "exec", d.netns, *argv]
+        monitor = Monitor(f"qemu-{uuid[:8]}")
+        pid = 0
+        try:
+            errors = staging.root / "launch.err"
+            with open(errors, "wb") as err:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            if await proc.wait() != 0:
+                raise BackendError(uuid, errors.read_text(errors="replace").strip()[-400:])
+            pid = int(staging.pidfile.read_text().strip())
+            await monitor.connect(staging.qmp)
+            await self._qmp(d, "migrate-set-parameters", {"max-bandwidth": 1 << 40})
+            await self._qmp(d, "migrate", {"uri": f"unix:{channel}"})
+            await self._wait_migration(d)
+            status = await monitor.execute("query-status")
+            if status.get("status") != "running":
+                await monitor.execute("cont")
+        except BaseException:
+            await monitor.close()
+            if pid:
+                self._kill(pid, uuid)
+            shutil.rmtree(staging.root, ignore_errors=True)
+            if uuid in self._domains and d.state == "running":
+                with contextlib.suppress(BackendError, DomainNotFound):
+                    status = await self._qmp(d, "query-status")
+                    if status.get("status") != "running":
+                        await self._qmp(d, "cont")
+            raise
+        await self._stop_process(d)  # the old instance: its directory goes with it
+        os.rename(staging.root, d.paths.root)
+        for netdev, rule in forwards:  # the ports are free now
+            with contextlib.suppress(MonitorGone, RuntimeError):
+                await monitor.execute(
+                    "human-monitor-command", {"command-line": f"hostfwd_add {netdev} {rule}"}
+                )
+        channel_now = d.paths.root / "migrate.sock"
+        channel_now.unlink(missing_ok=True)
+        moved = _Domain(
+            uuid=uuid,
+            domid=self._next_domid(),
+            paths=d.paths,
+            pid=pid,
+            memory=d.memory,
+            vcpus=d.vcpus,
+            hvm=d.hvm,
+            start_time=d.start_time,
+            macs=d.macs,
+            monitor=monitor,
+            state="running",
+            guest=d.guest,
+            links=dict(d.links),
+            nodes=dict(d.nodes),
+            netns=d.netns,
+        )
+        self._save(moved)
+        self._domains[uuid] = moved
+        self._watch(moved)
+        return moved.info()
+
     # ---- suspend and resume ---------------------------------------------------------------------
     def _kept_image(self, image: SuspendImage) -> Path:
         return self.images / f"{image.vdi_uuid}.state"
@@ -881,6 +976,21 @@ class QemuBackend(DomainBackend):
         tmp = d.paths.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(d.record()))
         os.replace(tmp, d.paths.record)
+
+
+def _without_forwards(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``argv`` with the host port forwards taken out of its user-mode netdevs, and those
+    forwards as (netdev id, rule)."""
+    out: list[str] = []
+    forwards: list[tuple[str, str]] = []
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] == "-netdev" and "hostfwd=" in arg:
+            parts = arg.split(",")
+            netdev = next((p[3:] for p in parts if p.startswith("id=")), "")
+            forwards += [(netdev, p[len("hostfwd=") :]) for p in parts if p.startswith("hostfwd=")]
+            arg = ",".join(p for p in parts if not p.startswith("hostfwd="))
+        out.append(arg)
+    return out, forwards
 
 
 def _disk_link(paths: cmdline.DomainPaths, userdevice: str, gen: int) -> Path:
