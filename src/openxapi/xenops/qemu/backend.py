@@ -356,22 +356,7 @@ class QemuBackend(DomainBackend):
             if netns and spec.forwards:  # they would bind inside the namespace, not here
                 raise BackendError(spec.uuid, "port forwards on a VM in a network namespace")
             namespace = netns.pop() if netns else ""
-            if namespace:
-                argv = ["ip", "netns", "exec", namespace, *argv]
-            # QEMU's error output goes to a file: a pipe would be inherited by the daemon.
-            errors = paths.root / "launch.err"
-            with open(errors, "wb") as err:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            if await proc.wait() != 0:
-                detail = errors.read_text(errors="replace").strip()[-400:]
-                raise BackendError(spec.uuid, detail or f"QEMU exited with {proc.returncode}")
-            pid = int(paths.pidfile.read_text().strip())
+            pid = await _spawn(spec.uuid, argv, paths, namespace)
             monitor = Monitor(f"qemu-{spec.uuid[:8]}")
             try:
                 await monitor.connect(paths.qmp)
@@ -677,23 +662,10 @@ class QemuBackend(DomainBackend):
         argv, forwards = _without_forwards(argv)  # the old instance holds those ports
         channel = staging.root / "migrate.sock"
         argv += ["-incoming", f"unix:{channel}"]
-        if d.netns:
-            argv = ["ip", "netns", "exec", d.netns, *argv]
         monitor = Monitor(f"qemu-{uuid[:8]}")
         pid = 0
         try:
-            errors = staging.root / "launch.err"
-            with open(errors, "wb") as err:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            if await proc.wait() != 0:
-                raise BackendError(uuid, errors.read_text(errors="replace").strip()[-400:])
-            pid = int(staging.pidfile.read_text().strip())
+            pid = await _spawn(uuid, argv, staging, d.netns)
             await monitor.connect(staging.qmp)
             await self._qmp(d, "migrate-set-parameters", {"max-bandwidth": 1 << 40})
             await self._qmp(d, "migrate", {"uri": f"unix:{channel}"})
@@ -976,6 +948,26 @@ class QemuBackend(DomainBackend):
         tmp = d.paths.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(d.record()))
         os.replace(tmp, d.paths.record)
+
+
+async def _spawn(uuid: str, argv: list[str], paths: cmdline.DomainPaths, netns: str) -> int:
+    """Run a daemonising QEMU (inside ``netns`` when set); the pid of the daemon."""
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    # QEMU's error output goes to a file: a pipe would be inherited by the daemon.
+    errors = paths.root / "launch.err"
+    with open(errors, "wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    if await proc.wait() != 0:
+        detail = errors.read_text(errors="replace").strip()[-400:]
+        raise BackendError(uuid, detail or f"QEMU exited with {proc.returncode}")
+    return int(paths.pidfile.read_text().strip())
 
 
 def _without_forwards(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
