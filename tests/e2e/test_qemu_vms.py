@@ -528,3 +528,32 @@ def test_pool_migrate_moves_the_running_guest_to_a_new_domain(x: Any) -> None:
     x.VM.clean_shutdown(vm)
     assert qemu_pids(uuid) == []
     x.VM.destroy(vm)
+
+
+def vcpu_threads(vm_uuid: str) -> int:
+    """How many vCPU threads ("CPU n/TCG") the VM's QEMU process runs."""
+    (pid,) = qemu_pids(vm_uuid)
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            names.append((task / "comm").read_text())
+    return sum(1 for n in names if n.startswith("CPU "))
+
+
+def test_vcpus_are_plugged_and_unplugged_live(x: Any) -> None:
+    vm = tiny_vm(x, "vcpus")
+    x.VM.set_VCPUs_max(vm, "2")
+    x.VM.start(vm, False, False)
+    wait_for(lambda: guest_metrics(x, vm))
+    metrics = x.VM.get_metrics(vm)
+    uuid = x.VM.get_uuid(vm)
+    assert x.VM_metrics.get_VCPUs_number(metrics) == "1" and vcpu_threads(uuid) == 1
+    x.VM.set_VCPUs_number_live(vm, "2")
+    assert x.VM_metrics.get_VCPUs_number(metrics) == "2" and vcpu_threads(uuid) == 2
+    assert x.VM.get_VCPUs_at_startup(vm) == "2"
+    assert failure(x.VM.set_VCPUs_number_live, vm, "3")[0] == "INVALID_VALUE"
+    x.VM.set_VCPUs_number_live(vm, "1")  # the guest releases the plugged one
+    assert x.VM_metrics.get_VCPUs_number(metrics) == "1"
+    assert wait_for(lambda: vcpu_threads(uuid) == 1, timeout=10)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)

@@ -86,3 +86,10 @@ def test_paused_start_and_incoming_state() -> None:
     assert "-S" in build(_spec(), DomainPaths(Path("/r")), paused=True)
     argv = build(_spec(), DomainPaths(Path("/r")), incoming="exec:cat /x")
     assert _opt(argv, "-incoming") == ["exec:cat /x"] and "-S" not in argv
+
+
+def test_commas_in_names_and_paths_are_escaped() -> None:
+    disks = (DiskSpec("0", "a", path="/iso/my,disc.iso", format="raw", cdrom=True),)
+    argv = build(_spec(name="web, db", disks=disks), DomainPaths(Path("/r")))
+    assert _opt(argv, "-name")[0].startswith("web,, db,process=qemu-u-1")
+    assert _opt(argv, "-drive")[0].startswith("file=/iso/my,,disc.iso,format=raw")

@@ -49,6 +49,8 @@ log = logging.getLogger("openxapi.qemu")
 
 MIB = 1 << 20
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: Where QEMU lists devices added with an id (hot-plugged vCPUs among them).
+PLUGGED = "/machine/peripheral/"
 #: How often an ACPI power-button press is repeated while a clean shutdown waits (a guest
 #: still booting has no handler yet and loses the first press).
 POWERDOWN_REPEAT = 2.0
@@ -639,6 +641,35 @@ class QemuBackend(DomainBackend):
     async def list_domains(self) -> list[DomainInfo]:
         return [d.info() for d in self._domains.values()]
 
+    # ---- vCPU hot-plug --------------------------------------------------------------------------
+    async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
+        """Plug vCPUs into free slots up to ``count`` (the machine was built with maxcpus =
+        VCPUs_max), or unplug hot-plugged ones down to it (the guest releases them through
+        ACPI). The vCPUs the domain was started with stay."""
+        d = self._get(uuid)
+        slots = await self._qmp(d, "query-hotpluggable-cpus")
+        present = [c for c in slots if "qom-path" in c]
+        if count > len(present):
+            free = [c for c in slots if "qom-path" not in c]
+            if count - len(present) > len(free):
+                raise BackendError(uuid, f"only {len(slots)} vCPUs fit this domain")
+            for c in free[: count - len(present)]:
+                props = c["props"]
+                ident = "vcpu-" + "-".join(str(props[k]) for k in sorted(props))
+                await self._qmp(d, "device_add", {"driver": c["type"], "id": ident, **props})
+        elif count < len(present):
+            plugged = [c for c in present if str(c["qom-path"]).startswith(PLUGGED)]
+            if len(present) - count > len(plugged):
+                raise BackendError(uuid, "vCPUs the domain was started with cannot be unplugged")
+            for c in plugged[: len(present) - count]:
+                since = time.monotonic()
+                await self._qmp(d, "device_del", {"id": str(c["qom-path"])[len(PLUGGED) :]})
+                if await d.monitor.wait_event(("DEVICE_DELETED",), since, 30.0) is None:
+                    raise BackendError(uuid, "the guest did not release a vCPU")
+        d.vcpus = count
+        self._save(d)
+        return d.info()
+
     # ---- live migration (to this host) ----------------------------------------------------------
     async def migrate_local(self, uuid: str) -> DomainInfo:
         """A new QEMU, started from the running one's own command line in a directory of its
@@ -647,6 +678,11 @@ class QemuBackend(DomainBackend):
         d = self._get(uuid)
         if d.state != "running":
             raise BadDomainState(uuid, d.state)
+        if d.nodes:
+            raise BackendError(uuid, "disks were hot-plugged: restart the VM to migrate it")
+        slots = await self._qmp(d, "query-hotpluggable-cpus")
+        if any(str(c.get("qom-path", "")).startswith(PLUGGED) for c in slots):
+            raise BackendError(uuid, "vCPUs were hot-plugged: restart the VM to migrate it")
         try:
             argv = Path(f"/proc/{d.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
         except OSError:

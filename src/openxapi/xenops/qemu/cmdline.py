@@ -54,6 +54,11 @@ class DomainPaths:
         return self.root / "qemu.log"
 
 
+def _escape(value: str) -> str:
+    """A value inside a QEMU option list, where a comma is written twice."""
+    return value.replace(",", ",,")
+
+
 def drive_id(userdevice: str) -> str:
     """The QMP name of the drive behind VBD slot ``userdevice``."""
     return f"drive{userdevice}"
@@ -73,7 +78,7 @@ def _empty_cd(disk: DiskSpec) -> list[str]:
 def _drive(disk: DiskSpec) -> list[str]:
     fmt = disk.format or "raw"
     opts = [
-        f"file={disk.path}",
+        f"file={_escape(disk.path)}",
         f"format={fmt}",
         f"id={drive_id(disk.userdevice)}",
         "if=none",
@@ -137,7 +142,7 @@ def build(
     argv = [
         binary,
         "-name",
-        f"{spec.name or spec.uuid},process=qemu-{spec.uuid}",
+        f"{_escape(spec.name or spec.uuid)},process=qemu-{spec.uuid},debug-threads=on",
         "-uuid",
         spec.uuid,
         "-accel",
