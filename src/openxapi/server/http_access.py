@@ -53,6 +53,23 @@ class Refused(Exception):
         self.response = response
 
 
+def named_object(state: Any, req: Request, cls: str, ref_key: str, uuid_key: str) -> str | None:
+    """The object a transfer names by ref (``ref_key``) or uuid (``uuid_key``) in its query,
+    None when it names none; HANDLE_INVALID / UUID_INVALID as the reference for bad ones."""
+    ref = req.query.get(ref_key, "")
+    if ref:
+        if state.store.get(cls, ref) is None:
+            raise ApiError("HANDLE_INVALID", cls, ref)
+        return ref
+    uuid = req.query.get(uuid_key, "")
+    if uuid:
+        found = state.store.ref_of_uuid(cls, uuid)
+        if found is None:
+            raise ApiError("UUID_INVALID", cls, uuid)
+        return str(found)
+    return None
+
+
 def _cookie_session(req: Request) -> str:
     raw = req.headers.get("cookie", "")
     if not raw:

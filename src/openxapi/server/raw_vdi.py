@@ -20,7 +20,7 @@ from openxapi.api.storage_access import Storage, storage_of
 from openxapi.errors import ApiError
 from openxapi.http.message import BodyStream, Request, Response
 from openxapi.http.router import Router
-from openxapi.server.http_access import HttpAccess, HttpCall, Refused
+from openxapi.server.http_access import HttpAccess, HttpCall, Refused, named_object
 from openxapi.storage.driver import DiskReader
 from openxapi.storage.errors import StorageError
 from openxapi.storage.transfer import (
@@ -93,19 +93,7 @@ class RawVdiEndpoints:
         return ref
 
     def _sr(self, req: Request) -> str | None:
-        st = self.state
-        ref = req.query.get("sr_id", "")
-        if ref:
-            if st.store.get("SR", ref) is None:
-                raise ApiError("HANDLE_INVALID", "SR", ref)
-            return ref
-        uuid = req.query.get("sr_uuid", "")
-        if uuid:
-            found = st.store.ref_of_uuid("SR", uuid)
-            if found is None:
-                raise ApiError("UUID_INVALID", "SR", uuid)
-            return found
-        return None
+        return named_object(self.state, req, "SR", "sr_id", "sr_uuid")
 
     @staticmethod
     def _format(req: Request) -> str:

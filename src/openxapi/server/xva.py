@@ -25,7 +25,7 @@ from openxapi.api.vm_import import VmImport
 from openxapi.errors import ApiError
 from openxapi.http.message import BodyStream, Request, Response, text_response
 from openxapi.http.router import Router
-from openxapi.server.http_access import HttpAccess, HttpCall, Refused
+from openxapi.server.http_access import HttpAccess, HttpCall, Refused, named_object
 from openxapi.spec.model import NULL_REF
 from openxapi.storage.driver import DiskReader
 from openxapi.storage.xva_format import (
@@ -134,17 +134,9 @@ class XvaEndpoints:
     def _target_sr(self, req: Request) -> str:
         """The SR named by ``sr_id`` or ``sr_uuid``, else the pool's default SR."""
         st = self.state
-        ref = req.query.get("sr_id", "")
-        if ref:
-            if st.store.get("SR", ref) is None:
-                raise ApiError("HANDLE_INVALID", "SR", ref)
-            return ref
-        uuid = req.query.get("sr_uuid", "")
-        if uuid:
-            found = st.store.ref_of_uuid("SR", uuid)
-            if found is None:
-                raise ApiError("UUID_INVALID", "SR", uuid)
-            return found
+        named = named_object(st, req, "SR", "sr_id", "sr_uuid")
+        if named is not None:
+            return named
         default = st.record("pool", st.pool_ref)["default_SR"]
         if default == NULL_REF or st.store.get("SR", default) is None:
             raise ApiError("DEFAULT_SR_NOT_FOUND", default)
@@ -250,18 +242,9 @@ class XvaEndpoints:
 
     # ---- export --------------------------------------------------------------------------
     def _vm(self, req: Request) -> str:
-        st = self.state
-        ref = req.query.get("ref", "")
-        if ref:
-            if st.store.get("VM", ref) is None:
-                raise ApiError("HANDLE_INVALID", "VM", ref)
-            return ref
-        uuid = req.query.get("uuid", "")
-        if uuid:
-            found = st.store.ref_of_uuid("VM", uuid)
-            if found is None:
-                raise ApiError("UUID_INVALID", "VM", uuid)
-            return found
+        named = named_object(self.state, req, "VM", "ref", "uuid")
+        if named is not None:
+            return named
         raise ApiError("INTERNAL_ERROR", "Not enough info supplied to export")
 
     def _opener(self, vdi: str) -> Callable[[], Awaitable[DiskReader]]:
