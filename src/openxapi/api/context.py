@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -13,7 +14,10 @@ class CallContext:
     ``transport`` is "http", "https", "unix" or "internal"; calls over the unix socket
     are pre-authenticated as root, as in the reference. ``peer_gone(callback)``, when the
     transport offers it, registers a callback run if the client disconnects before the
-    answer (long polls use it) and returns its unregister function.
+    answer (long polls use it) and returns its unregister function. ``answer_now(value)``,
+    when offered, sends the call's successful result to the client at once, before the
+    handler returns (a woken long poll answered without resuming the whole call stack);
+    it returns False when it cannot.
     """
 
     transport: str = "internal"
@@ -26,6 +30,7 @@ class CallContext:
     wire_name: str = ""
     task: str = ""
     peer_gone: Callable[[Callable[[], None]], Callable[[], None]] | None = None
+    answer_now: Callable[[Any], bool] | None = None
 
     @property
     def local_root(self) -> bool:

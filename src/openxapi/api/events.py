@@ -56,6 +56,8 @@ LEGACY_QUEUE_LIMIT = 10_000
 _REPLY_CACHE_LIMIT = 256
 _REPLY_CACHE_MAX_BYTES = 1 << 20
 _FULL_SYNC_RETRIES = 3
+#: What a call returns once its reply went out directly (the transport drops it).
+ANSWERED = Preencoded(b"", b"")
 _TOKEN_PART = re.compile(r"[+-]?[0-9]+")
 _INT64_MAX = (1 << 63) - 1
 
@@ -192,6 +194,12 @@ class _Waiter:
     session: str
     sub: Subscription
     future: asyncio.Future[None]
+    # Where the call's next look at the changes starts, and how to answer it directly.
+    objects_from: int = 0
+    messages_from: int = 0
+    codec: str = "xml"
+    answer_now: Callable[[Any], bool] | None = None
+    answered: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -222,6 +230,9 @@ class EventHub:
         self.lower: dict[str, str] = {c: c.lower() for c in store.classes() if c not in EVENTLESS}
         self.real: dict[str, str] = {lc: c for c, lc in self.lower.items()}
         self._counted = [(c.lower(), c) for c in store.classes() if c != MESSAGE]
+        self._counted_names = [lc for lc, _ in self._counted]
+        self._tables = [store.table(c) for _, c in self._counted]
+        self._counts_cache: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self._all: set[_Waiter] = set()
         self._by_class: dict[str, set[_Waiter]] = {}
         self._by_ref: dict[str, set[_Waiter]] = {}
@@ -269,7 +280,8 @@ class EventHub:
             if got.found or loop.time() >= deadline or self._closing:
                 return got.reply
             objects_from, messages_from = got.objects_token, got.messages_token
-            await self._wait(ctx, sub, deadline)
+            if await self._wait(ctx, sub, deadline, objects_from, messages_from):
+                return ANSWERED
 
     async def _settle_for_full_sync(self) -> None:
         """A full listing shows objects whose newest write is durable: let what is on its
@@ -280,12 +292,22 @@ class EventHub:
                 return
             await store.sync()
 
-    async def _wait(self, ctx: CallContext, sub: Subscription, deadline: float) -> None:
+    async def _wait(
+        self,
+        ctx: CallContext,
+        sub: Subscription,
+        deadline: float,
+        objects_from: int,
+        messages_from: int,
+    ) -> bool:
+        """Park until woken; True when the waking code has already sent the reply."""
         if ctx.session and self.store.get("session", ctx.session) is None:
             raise ApiError("SESSION_INVALID", ctx.session)  # closed while we were busy
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        waiter = _Waiter(ctx.session, sub, fut)
+        waiter = _Waiter(
+            ctx.session, sub, fut, objects_from, messages_from, ctx.codec, ctx.answer_now
+        )
         self._park(waiter)
         timer = loop.call_at(deadline, _resolve, fut)
         remove_gone = ctx.peer_gone(_canceller(fut)) if ctx.peer_gone is not None else None
@@ -296,6 +318,7 @@ class EventHub:
             if remove_gone is not None:
                 remove_gone()
             self._unpark(waiter)
+        return waiter.answered
 
     def _park(self, w: _Waiter) -> None:
         sub = w.sub
@@ -536,7 +559,7 @@ class EventHub:
         self, events: list[tuple[_Event, dict[str, Any] | None]], token: str, codec: str
     ) -> Preencoded:
         encoded = self.state.cache.encoded
-        counts = [(lcls, len(self.store.table(cls))) for lcls, cls in self._counted]
+        counts = self._counts()
         if codec == "json":
             parts = []
             for ev, rec in events:
@@ -546,7 +569,7 @@ class EventHub:
                 b'{"events":['
                 + b",".join(parts)
                 + b'],"valid_ref_counts":{'
-                + ",".join(f'"{c}":{n}' for c, n in counts).encode()
+                + self._counts_encoded(counts, "json")
                 + b'},"token":"'
                 + token.encode()
                 + b'"}'
@@ -557,19 +580,33 @@ class EventHub:
             snap = None if rec is None else encoded(ev[4], rec, "xml").xml
             xparts.append(_xml_event(ev, snap))
         xparts.append(
-            (
-                "</data></array></value></member><member><name>valid_ref_counts</name>"
-                "<value><struct>"
-                + "".join(
-                    f"<member><name>{c}</name><value><i4>{n}</i4></value></member>"
-                    for c, n in counts
-                )
-                + "</struct></value></member>"
-                f"<member><name>token</name><value>{token}</value></member>"
-                "</struct></value>"
-            ).encode()
+            b"</data></array></value></member><member><name>valid_ref_counts</name>"
+            b"<value><struct>"
+            + self._counts_encoded(counts, "xml")
+            + b"</struct></value></member>"
+            + f"<member><name>token</name><value>{token}</value></member>".encode()
+            + b"</struct></value>"
         )
         return Preencoded(b"".join(xparts), b"")
+
+    def _counts(self) -> tuple[int, ...]:
+        """Objects per stored table (messages aside), in the order of ``_counted``."""
+        return tuple(map(len, self._tables))
+
+    def _counts_encoded(self, counts: tuple[int, ...], codec: str) -> bytes:
+        """The valid_ref_counts members, encoded once per set of table sizes."""
+        cached = self._counts_cache.get(codec)
+        if cached is not None and cached[0] == counts:
+            return cached[1]
+        pairs = zip(self._counted_names, counts, strict=True)
+        if codec == "json":
+            data = ",".join(f'"{c}":{n}' for c, n in pairs).encode()
+        else:
+            data = "".join(
+                f"<member><name>{c}</name><value><i4>{n}</i4></value></member>" for c, n in pairs
+            ).encode()
+        self._counts_cache[codec] = (counts, data)
+        return data
 
     def valid_ref_counts(self) -> dict[str, Int32]:
         """Objects per stored table, as event.from reports them."""
@@ -617,14 +654,24 @@ class EventHub:
                 self._wake(classes, refs)
 
     def _wake(self, classes: set[str], refs: set[str]) -> None:
-        for w in self._all:
-            _resolve(w.future)
+        woken: dict[_Waiter, None] = dict.fromkeys(self._all)
         for lcls in classes:
-            for w in self._by_class.get(lcls, ()):
-                _resolve(w.future)
+            woken.update(dict.fromkeys(self._by_class.get(lcls, ())))
         for ref in refs:
-            for w in self._by_ref.get(ref, ()):
-                _resolve(w.future)
+            woken.update(dict.fromkeys(self._by_ref.get(ref, ())))
+        # Every reply goes out before any woken call resumes: the replies of waiters that
+        # asked the same thing are computed once and sent straight to their connections,
+        # and the calls then only unwind.
+        for w in woken:
+            if w.answer_now is not None and not w.future.done():
+                try:
+                    got = self._collect(w.sub, w.objects_from, w.messages_from, w.codec)
+                except ApiError:
+                    continue  # the call itself raises it when it resumes
+                if got.found and w.answer_now(got.reply):
+                    w.answered = True
+        for w in woken:
+            _resolve(w.future)
 
     def session_closed(self, session: str) -> None:
         """The session is gone: its blocked calls end with SESSION_INVALID."""

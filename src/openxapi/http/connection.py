@@ -121,6 +121,10 @@ class HttpConnection(asyncio.Protocol):
         self._taken = False
         self._gone_callbacks: list[Callable[[], None]] = []
         self._peer_left = False
+        # The running request's method, version and keep-alive wish, for an early answer.
+        self._current: tuple[str, str, bool] = ("", "1.1", False)
+        # Set once the running handler's reply has gone out early: whether to keep alive.
+        self._early: bool | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -217,6 +221,24 @@ class HttpConnection(asyncio.Protocol):
                 callbacks.remove(callback)
 
         return remove
+
+    def answer_early(self, response: Response) -> bool:
+        """Send the running handler's whole reply now, before the handler returns (a long
+        poll answered straight from the code that woke it); the Response the handler
+        returns later is dropped. False when the connection cannot take it."""
+        if (
+            not self._busy
+            or self._closed
+            or self._taken
+            or self._early is not None
+            or self._sink is not None
+            or self._broken
+            or response.stream is not None
+        ):
+            return False
+        method, version, keep_alive = self._current
+        self._early = self._send_whole(method, version, response, keep_alive)
+        return True
 
     def _peer_gone(self) -> None:
         self._peer_left = True
@@ -511,6 +533,7 @@ class HttpConnection(asyncio.Protocol):
         )
         self._phase = _BUSY
         self._busy = True
+        self._current = (head.method, head.version, keep_alive)
         coro = self._serve(request, handler, keep_alive)
         if stream is not None:
             # The body still has to be fed to the handler as it arrives: always a Task.
@@ -541,6 +564,7 @@ class HttpConnection(asyncio.Protocol):
         """Book-keeping once a handler has answered; True if the next request may be read."""
         self._task = None
         self._busy = False
+        self._early = None
         self._gone_callbacks = []
         if self._taken:
             self._closed = True
@@ -568,6 +592,12 @@ class HttpConnection(asyncio.Protocol):
                 keep_alive = False
             if self._taken:
                 return False
+            early = self._early
+            if early is not None:
+                self._early = None
+                if self._write_paused:
+                    await self._drain()
+                return early
             if self._sink is not None or self._broken:
                 # The body has not all been read yet (a reply may stream while it is):
                 # whatever the handler leaves unread cannot be told apart from a next

@@ -138,6 +138,8 @@ class _TakeOverHook(Protocol):
 
     def on_peer_gone(self, callback: Callable[[], None]) -> Callable[[], None]: ...
 
+    def answer_early(self, response: Response) -> bool: ...
+
 
 def _nothing() -> None:
     return None
@@ -188,6 +190,14 @@ class Request:
         if self._hook is None:
             return _nothing
         return self._hook.on_peer_gone(callback)
+
+    def answer_early(self, response: Response) -> bool:
+        """Send this request's whole reply now, while its handler still runs; whatever the
+        handler returns afterwards is dropped. False when the connection cannot (closed,
+        body still arriving, already answered)."""
+        if self._hook is None:
+            return False
+        return self._hook.answer_early(response)
 
 
 def split_target(target: str) -> tuple[str, dict[str, str]]:

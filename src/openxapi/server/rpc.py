@@ -8,6 +8,8 @@ envelope itself cannot be parsed, which the reference answers with HTTP 500.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from openxapi.api.context import CallContext
 from openxapi.api.dispatch import Dispatcher
@@ -29,6 +31,8 @@ JSON_HEADERS = [
     ("Access-Control-Allow-Headers", "X-Requested-With"),
 ]
 LIST_METHODS = "system.listMethods"
+#: Long polls whose woken waiters are answered straight from the code that wakes them.
+EARLY_ANSWERED = frozenset({"event.from"})
 
 
 def preflight(req: Request) -> Response:
@@ -49,14 +53,31 @@ def _parse_error(kind: str, err: Exception) -> Response:
     return Response(500, [("Content-Type", "text/html")], text.encode("utf-8", "replace"))
 
 
-def _context(req: Request, codec: str) -> CallContext:
+def _context(
+    req: Request, codec: str, answer_now: Callable[[Any], bool] | None = None
+) -> CallContext:
     return CallContext(
         transport=req.transport,
         peer=req.peer,
         codec=codec,
         user_agent=req.headers.get("user-agent", ""),
         peer_gone=req.on_peer_gone,
+        answer_now=answer_now,
     )
+
+
+def _xml_answer(req: Request) -> Callable[[Any], bool]:
+    def answer(value: Any) -> bool:
+        return req.answer_early(Response(200, XML_HEADERS, xmlrpc.encode_success(value)))
+
+    return answer
+
+
+def _json_answer(req: Request, call: jsonrpc.JsonCall) -> Callable[[Any], bool]:
+    def answer(value: Any) -> bool:
+        return req.answer_early(Response(200, JSON_HEADERS, jsonrpc.encode_success(call, value)))
+
+    return answer
 
 
 #: A reply at least this big is followed, once sent, by returning freed heap to the system.
@@ -93,7 +114,8 @@ class RpcEndpoints:
         except WireParseError as e:
             return _parse_error("Xmlrpc", e)
         try:
-            value = await self.dispatcher.call(name, params, _context(req, "xml"))
+            answer = _xml_answer(req) if name in EARLY_ANSWERED else None
+            value = await self.dispatcher.call(name, params, _context(req, "xml", answer))
         except ApiError as e:
             return Response(200, XML_HEADERS, xmlrpc.encode_failure(e.description()))
         if name == LIST_METHODS:
@@ -108,7 +130,10 @@ class RpcEndpoints:
         except WireParseError as e:
             return _parse_error("Jsonrpc", e)
         try:
-            value = await self.dispatcher.call(call.method, call.params, _context(req, "json"))
+            answer = _json_answer(req, call) if call.method in EARLY_ANSWERED else None
+            value = await self.dispatcher.call(
+                call.method, call.params, _context(req, "json", answer)
+            )
         except ApiError as e:
             return Response(200, JSON_HEADERS, jsonrpc.encode_failure(call, e.description()))
         return _big_reply_trimmed(Response(200, JSON_HEADERS, jsonrpc.encode_success(call, value)))
