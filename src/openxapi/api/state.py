@@ -11,6 +11,10 @@ from openxapi.db.store import Store
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF, Api, Class
 from openxapi.wire import Preencoded, encode_value_json, encode_value_xml
+from openxapi.wire.xml_struct_delta import Offsets, encode_indexed, reencode
+
+#: How many changed records keep what re-encoding only their changed members needs.
+HOT_RECORDS = 1024
 
 
 def new_ref() -> str:
@@ -31,6 +35,9 @@ class RecordCache:
     store: Store
     xml: dict[str, tuple[int, Preencoded]] = field(default_factory=dict)
     json: dict[str, tuple[int, Preencoded]] = field(default_factory=dict)
+    # Records re-encoded after a change (likely to change again), with their XML member
+    # offsets: the next change re-encodes only the members it touched. Bounded, oldest out.
+    hot: dict[str, tuple[dict[str, Any], Offsets]] = field(default_factory=dict)
 
     def encoded(self, ref: str, record: dict[str, Any], codec: str) -> Preencoded:
         version = self.store.version(ref)
@@ -38,16 +45,29 @@ class RecordCache:
         hit = cache.get(ref)
         if hit is not None and hit[0] == version:
             return hit[1]
-        if codec == "xml":
+        if codec == "json":
+            value = Preencoded(b"", encode_value_json(record))
+        elif hit is None or type(record) is not dict:
             value = Preencoded(encode_value_xml(record), b"")
         else:
-            value = Preencoded(b"", encode_value_json(record))
+            value = Preencoded(self._reencode_xml(ref, hit[1].xml, record), b"")
         cache[ref] = (version, value)
         return value
+
+    def _reencode_xml(self, ref: str, old: bytes, record: dict[str, Any]) -> bytes:
+        hot = self.hot
+        prev = hot.pop(ref, None)
+        done = None if prev is None else reencode(old, prev[1], prev[0], record)
+        data, offsets = encode_indexed(record) if done is None else done
+        if len(hot) >= HOT_RECORDS:
+            del hot[next(iter(hot))]
+        hot[ref] = (record, offsets)
+        return data
 
     def forget(self, ref: str) -> None:
         self.xml.pop(ref, None)
         self.json.pop(ref, None)
+        self.hot.pop(ref, None)
 
 
 @dataclass(slots=True)

@@ -177,6 +177,14 @@ def _render(prefix: str, value: Any, suffix: str) -> bytes:
     return b"".join(chunks)
 
 
+def encode_member(key: str, value: Any) -> bytes:
+    """One struct ``<member>`` exactly as it appears inside an encoded struct."""
+    opening = _MEMBER_OPEN.get(key)
+    if opening is None:
+        opening = _member_open(key)
+    return _render(opening, value, "</member>")
+
+
 def encode_value(value: Any) -> bytes:
     """One ``<value>…</value>`` element, e.g. to cache in a Preencoded or store as task.result."""
     return _render("", value, "")
