@@ -146,13 +146,13 @@ def run(fx: Fixtures, quick: bool) -> Section:
             ratio >= TARGET,
         ),
         Row(
-            "server CPU per write",
+            "server CPU per write (daemon and its store writer process)",
             f"{median(ours_cpu):.0f} us",
             f"{median(floor_cpu):.0f} us",
             f"{median(ours_cpu) / median(floor_cpu):.1f}x",
         ),
         Row(
-            "server context switches per write (all threads)",
+            "server context switches per write (all threads of both)",
             f"{median([x.switches for x in durable]):.1f}",
             f"{median([x.switches for x in memory]):.1f}",
         ),

@@ -265,21 +265,41 @@ class Server:
         self.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
+def _own_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches of every thread of the process so far."""
-    total = 0
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the store's writer process, QEMU, ...)."""
+    kids: list[int] = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
-            for line in f:
-                if "ctxt_switches:" in line:
-                    total += int(line.split()[1])
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+            kids += [int(x) for x in f.read().split()]
+    return kids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process and its live children have used so far."""
+    total = _own_cpu_seconds(pid)
+    for kid in children(pid):
+        with contextlib.suppress(OSError):
+            total += _own_cpu_seconds(kid)
+    return total
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of the process and of its
+    live children so far."""
+    total = 0
+    for proc in (pid, *children(pid)):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{proc}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{proc}/task/{tid}/status") as f:
+                    for line in f:
+                        if "ctxt_switches:" in line:
+                            total += int(line.split()[1])
     return total
 
 
@@ -296,7 +316,8 @@ class SyscallCounter:
         perf = shutil.which("perf")
         if perf is not None:
             event = f"syscalls:sys_enter_{self.syscall}"
-            cmd = [perf, "stat", "-x,", "-e", event, "-p", str(self.pid)]
+            pids = ",".join(str(p) for p in (self.pid, *children(self.pid)))
+            cmd = [perf, "stat", "-x,", "-e", event, "-p", pids]
             self._proc = spawn(cmd, self.log)
         return self
 

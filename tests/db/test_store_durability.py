@@ -21,19 +21,9 @@ from tests.db.test_store import API, vm
 
 async def _limit_size(store: Store, pages: int | None) -> None:
     """Cap (or uncap) the store file's size so commits fail with SQLITE_FULL."""
-    disk = store._disk
-    assert disk is not None
-
-    def apply() -> None:
-        conn = disk.conn
-        if pages is None:
-            conn.execute("PRAGMA max_page_count = 1073741823")
-        else:
-            count = conn.execute("PRAGMA page_count").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count = {count + pages}")
-
-    assert store._thread is not None
-    await store._thread.call(apply)
+    writer = store._writer_process
+    assert writer is not None
+    await writer.call("set_max_pages", pages)
 
 
 async def test_concurrent_syncs_share_transactions(tmp_path: Path) -> None:
@@ -172,16 +162,9 @@ async def test_updates_are_folded_once_enough_are_stored(tmp_path: Path) -> None
     expected = {ref: s.get("VM", ref) for ref in refs}
     versions = {ref: s.version(ref) for ref in refs}
 
-    def stored_updates() -> int:
-        disk = s._disk
-        assert disk is not None
-        (n,) = disk.conn.execute("SELECT count(*) FROM changes").fetchone()
-        assert isinstance(n, int)
-        return n
-
     # 76 updates written, folded whenever 10 or more were waiting
-    assert s._thread is not None
-    assert 0 < await s._thread.call(stored_updates) < 10
+    assert s._writer_process is not None
+    assert 0 < await s._writer_process.call("stored_updates") < 10
     await s.close()
     s = Store(API, path)
     await s.open()

@@ -98,6 +98,10 @@ class Disk:
         self._conn: sqlite3.Connection | None = None
 
     @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("store file is not open")
@@ -141,6 +145,21 @@ class Disk:
     def set_counters(self, generation: int, reserved: int) -> None:
         """Record the generation high-water mark and the reservation, durably."""
         _set_counters(self.conn, generation, reserved)
+
+    def stored_updates(self) -> int:
+        """How many updates are stored apart from their rows (not yet compacted)."""
+        (count,) = self.conn.execute("SELECT count(*) FROM changes").fetchone()
+        return int(count)
+
+    def set_max_pages(self, pages: int | None) -> None:
+        """Cap the file at ``pages`` more pages than it has (None: lift the cap); a commit
+        that needs more fails as on a full disk."""
+        conn = self.conn
+        if pages is None:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+        else:
+            (count,) = conn.execute("PRAGMA page_count").fetchone()
+            conn.execute(f"PRAGMA max_page_count = {int(count) + int(pages)}")
 
     def commit(self, batch: Batch) -> None:
         """Write one batch as one transaction (one fsync of the WAL)."""

@@ -27,7 +27,9 @@ from typing import Any
 
 import orjson
 
+from openxapi.db import lockfile
 from openxapi.db.disk import Batch, Disk, Tombstone, apply_deltas
+from openxapi.db.disk_process import DiskProcess, DiskProcessError
 from openxapi.db.disk_thread import DiskThread
 from openxapi.db.records import Shape
 from openxapi.db.schema import SchemaError
@@ -154,6 +156,8 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self._thread: DiskThread | None = None
         self._disk: Disk | None = None
+        self._writer_process: DiskProcess | None = None
+        self._lock: int | None = None
         self._last_error: BaseException | None = None
         self._compact_after = compact_after
         self._stored_deltas = 0
@@ -174,21 +178,44 @@ class Store:
             return
         assert self._path is not None
         loop = asyncio.get_running_loop()
+        try:
+            self._lock = await loop.run_in_executor(None, lockfile.acquire, self._path)
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self._path}: {exc}") from exc
+        try:
+            await self._load_then_hand_over()
+        except BaseException:
+            lockfile.release(self._lock)
+            self._lock = None
+            raise
+        self._wake = asyncio.Event()
+        self._accepting = True
+        self._writer = loop.create_task(self._run_writer(), name="openxapi-store-writer")
+
+    async def _load_then_hand_over(self) -> None:
+        assert self._path is not None and self._lock is not None
         thread = self._thread = DiskThread("openxapi-store")
         self._disk = Disk(self._path)
         try:
             await thread.call(self._load)
         except BaseException as exc:
-            self._thread = None
             await thread.call(partial(self._disk.close, None))
-            thread.stop()
-            self._disk = None
             if isinstance(exc, sqlite3.Error | SchemaError):
                 raise StoreError(f"cannot open store {self._path}: {exc}") from exc
             raise
-        self._wake = asyncio.Event()
-        self._accepting = True
-        self._writer = loop.create_task(self._run_writer(), name="openxapi-store-writer")
+        finally:
+            # Loading done: the writer process takes the file (and its lock) over.
+            if self._disk.is_open:
+                await thread.call(partial(self._disk.close, None))
+            thread.stop()
+            self._thread = None
+            self._disk = None
+        writer = DiskProcess(self._path, self._lock)
+        try:
+            await writer.start()
+        except OSError as exc:
+            raise StoreError(f"cannot start the writer of store {self._path}: {exc}") from exc
+        self._writer_process = writer
 
     def _load(self) -> None:
         """Runs on the writer thread, before any other use of the store."""
@@ -258,7 +285,8 @@ class Store:
         Raises StoreError when pending writes could not be written (they are then lost).
         """
         self._accepting = False
-        if self._disk is None:
+        writer = self._writer_process
+        if writer is None:
             return
         self._closing = True
         if self._wake is not None:
@@ -267,14 +295,15 @@ class Store:
             await self._writer
             self._writer = None
         unflushed = self._has_pending()
-        thread = self._thread
-        assert thread is not None
         try:
-            await thread.call(partial(self._disk.close, None if unflushed else self._generation))
+            await writer.stop(None if unflushed else self._generation)
+        except DiskProcessError as exc:
+            log.warning("store: closing %s: %s", self._path, exc)
         finally:
-            thread.stop()
-            self._thread = None
-            self._disk = None
+            self._writer_process = None
+            if self._lock is not None:
+                lockfile.release(self._lock)
+                self._lock = None
         if unflushed:
             raise StoreError(f"store {self._path} closed with unwritten changes") from (
                 self._last_error
@@ -612,12 +641,12 @@ class Store:
 
     async def _compact(self) -> None:
         """Fold stored updates into their rows; a failure only leaves them for next time."""
-        disk = self._disk
-        assert disk is not None and self._thread is not None
+        writer = self._writer_process
+        assert writer is not None
         # Counted afresh either way: a failed fold is retried after another threshold.
         self._stored_deltas = 0
         try:
-            await self._thread.call(disk.compact)
+            await writer.call("compact")
         except Exception as exc:
             log.warning("store: compacting %s failed: %s", self._path, exc)
 
@@ -670,10 +699,10 @@ class Store:
                 batch.rows.append((ref, entry.cls, entry.gen, entry.data, made))
             else:
                 batch.deletes.append((ref,))
-        disk = self._disk
-        assert disk is not None and self._thread is not None
+        writer = self._writer_process
+        assert writer is not None
         try:
-            await self._thread.call(partial(disk.commit, batch))
+            await writer.commit(batch)
         except Exception as exc:
             log.error("store: writing %d changes to %s failed: %s", len(pending), self._path, exc)
             self._last_error = exc
