@@ -38,6 +38,8 @@ class Config:
     unix_socket: Path | None = None
     backend: str = "auto"  # auto | simulator | qemu
     iso_dir: Path | None = None  # the ISO library's directory (default <data-dir>/iso)
+    plugin_dir: Path | None = None  # host.call_plugin's programs (default <data-dir>/plugins)
+    extension_dir: Path | None = None  # API extensions (default <data-dir>/extensions)
     sim_storage: bool = False  # first start: "Local storage" simulated instead of qcow2 files
     sim_host_memory: int = 4096 << 30  # simulator backend: the simulated host's memory (bytes)
     sim_host_cpus: int = 64  # simulator backend: the simulated host's CPUs
@@ -47,6 +49,7 @@ class Config:
     accel: str = "auto"  # QEMU backend: auto (KVM once a probe boot proved it) | kvm | tcg
     guest_nat: bool = False  # QEMU backend: guests on the NAT network may connect out
     guest_image_dir: Path = field(default_factory=lambda: default_guest_image_dir())
+    allow_custom_uefi_certs: bool = False  # pool.set_custom_uefi_certificates is allowed
     vm_shutdown_timeout: float = 1200.0  # clean shutdown/reboot wait (the reference's default)
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -82,6 +85,18 @@ class Config:
     @property
     def tls_key(self) -> Path:
         return self.key_file or self.data_dir / "tls" / "server.key"
+
+    @property
+    def plugins_path(self) -> Path:
+        """Where host plugins live (the reference's /etc/xapi.d/plugins)."""
+        return Path(self.plugin_dir) if self.plugin_dir is not None else self.data_dir / "plugins"
+
+    @property
+    def extensions_path(self) -> Path:
+        """Where API extensions live (the reference's /etc/xapi.d/extensions)."""
+        if self.extension_dir is not None:
+            return Path(self.extension_dir)
+        return self.data_dir / "extensions"
 
     @property
     def pool_secret_path(self) -> Path:

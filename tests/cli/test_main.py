@@ -76,6 +76,11 @@ def test_every_serve_option(as_user: Path, tmp_path: Path) -> None:
         "--auth-fail-delay",
         "0.5",
         "--no-durability",
+        "--allow-custom-uefi-certs",
+        "--plugin-dir",
+        str(tmp_path / "p"),
+        "--extension-dir",
+        str(tmp_path / "e"),
     )
     assert cfg.data_dir == tmp_path / "d"
     assert cfg.listen == "10.0.0.1"
@@ -85,6 +90,9 @@ def test_every_serve_option(as_user: Path, tmp_path: Path) -> None:
     assert cfg.tls_cert == tmp_path / "c.pem" and cfg.tls_key == tmp_path / "k.pem"
     assert cfg.auth_fail_delay == 0.5
     assert cfg.durable is False
+    assert cfg.allow_custom_uefi_certs is True
+    assert cfg.plugins_path == tmp_path / "p" and cfg.extensions_path == tmp_path / "e"
+    assert _serve().allow_custom_uefi_certs is False
 
 
 def test_explicit_socket_wins_as_root(as_root: None, tmp_path: Path) -> None:

@@ -142,6 +142,9 @@ class Dispatcher:
         if b is None:
             if params:
                 self.sessions.check(params[0], ctx)
+                from openxapi.api.handlers.host_plugins import call_unknown_message
+
+                return await call_unknown_message(self.state, ctx, name, params)
             raise ApiError("MESSAGE_METHOD_UNKNOWN", name)
         msg = b.msg
         if is_async and not msg.is_async:
@@ -163,6 +166,9 @@ class Dispatcher:
         h = b.handler
         if h is None:
             raise ApiError("NOT_IMPLEMENTED", msg.wire_name)
+        router = self.state.extras.get("session_router")  # database sessions (DR)
+        if router is not None and msg.session:
+            h = router(ctx, msg, h)
         ready = self.backends_ready
         if ready is not None and b.waits_for_backends and not ready.is_set():
             await ready.wait()

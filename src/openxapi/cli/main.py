@@ -49,6 +49,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(default: DHCP and forwarded ports only)",
     )
     p.add_argument(
+        "--allow-custom-uefi-certs",
+        action="store_true",
+        help="let pool.set_custom_uefi_certificates replace the default Secure Boot keys",
+    )
+    p.add_argument(
         "--guest-image-dir",
         type=Path,
         default=None,
@@ -56,6 +61,18 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument(
         "--iso-dir", type=Path, default=None, help="ISO library directory (default <data-dir>/iso)"
+    )
+    p.add_argument(
+        "--plugin-dir",
+        type=Path,
+        default=None,
+        help="host plugins for host.call_plugin (default <data-dir>/plugins)",
+    )
+    p.add_argument(
+        "--extension-dir",
+        type=Path,
+        default=None,
+        help="API extensions for host.call_extension (default <data-dir>/extensions)",
     )
     p.add_argument(
         "--sim-storage",
@@ -144,11 +161,14 @@ def config_from(ns: argparse.Namespace) -> Config:
         cfg.unix_socket = ns.unix_socket
     cfg.backend = ns.backend
     cfg.guest_nat = bool(getattr(ns, "allow_guest_nat", False))
+    cfg.allow_custom_uefi_certs = bool(getattr(ns, "allow_custom_uefi_certs", False))
     if getattr(ns, "accel", None) is not None:
         cfg.accel = ns.accel
     if getattr(ns, "guest_image_dir", None) is not None:
         cfg.guest_image_dir = ns.guest_image_dir
     cfg.iso_dir = getattr(ns, "iso_dir", None)
+    cfg.plugin_dir = getattr(ns, "plugin_dir", None)
+    cfg.extension_dir = getattr(ns, "extension_dir", None)
     cfg.sim_storage = bool(getattr(ns, "sim_storage", False))
     cfg.cert_file, cfg.key_file = ns.cert, ns.key
     for name in (
