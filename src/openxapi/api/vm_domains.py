@@ -20,6 +20,7 @@ from openxapi.api.consoles import sync_consoles
 from openxapi.api.context import CallContext
 from openxapi.api.generic import Generic
 from openxapi.api.state import ServerState, new_ref
+from openxapi.api.uefi import install as install_uefi
 from openxapi.api.vm_lifecycle import VmFacts, allowed_operations, assert_operation_valid
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import DateTime, now
@@ -551,6 +552,7 @@ def domains_of(state: ServerState) -> VmDomains:
         d = VmDomains(state, make_backend(state))
         state.extras["vm_domains"] = d
         _install_storage_hooks(state, d.backend)
+        install_uefi(state, d.backend)
     return d
 
 

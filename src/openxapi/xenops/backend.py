@@ -96,6 +96,15 @@ class DiskSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareSpec:
+    """UEFI firmware for a domain: whether it enforces Secure Boot, and the variable store
+    it starts from (varstored's serialisation in base64; empty for a blank store)."""
+
+    secureboot: bool = False
+    variables: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DomainSpec:
     """What to build a domain from: everything a backend needs, nothing of the API."""
 
@@ -116,6 +125,8 @@ class DomainSpec:
     forwards: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Free-form hints (the simulator reads its per-guest behaviour from here).
     hints: Mapping[str, str] = field(default_factory=dict)
+    #: UEFI firmware; None boots the machine's BIOS.
+    firmware: FirmwareSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,9 @@ class HostCapacity:
 
 #: Called with a domain's uuid whenever it changes on its own (booted, crashed, shut down).
 ChangeListener = Callable[[str], None]
+#: Called with a domain's uuid and its UEFI variable store (varstored's serialisation in
+#: base64) whenever its firmware changed the store.
+VariablesListener = Callable[[str, str], None]
 
 
 class DomainBackend(abc.ABC):
@@ -195,6 +209,16 @@ class DomainBackend(abc.ABC):
     def _changed(self, uuid: str) -> None:
         if self._listener is not None:
             self._listener(uuid)
+
+    _variables_listener: VariablesListener | None = None
+
+    def set_variables_listener(self, listener: VariablesListener | None) -> None:
+        """Register the callback for UEFI variable stores a domain's firmware changed."""
+        self._variables_listener = listener
+
+    def _variables_changed(self, uuid: str, variables: str) -> None:
+        if self._variables_listener is not None:
+            self._variables_listener(uuid, variables)
 
     async def open(self) -> list[DomainInfo]:
         """Start the backend and re-adopt the domains that outlived the last daemon.
@@ -262,6 +286,55 @@ class DomainBackend(abc.ABC):
         reference's localhost migration). End state: running, a new domid, the guest's state
         kept. On failure the domain keeps running as it was. Needs ``live_migrate``."""
         raise BackendError(uuid, "live migration is not supported by this backend")
+
+    def migration_copies_disks(self) -> bool:
+        """Whether :meth:`migrate_send` carries a running domain's writable disks itself
+        (its hypervisor holds them open), so they are not copied beforehand."""
+        return False
+
+    async def migrate_receive(self, spec: DomainSpec) -> str:
+        """Another host's migration: build a paused domain for ``spec`` that waits for the
+        sender's :meth:`migrate_send`; returns where that connects (opaque to the API
+        layer, on loopback). On failure nothing is left."""
+        raise BackendError(spec.uuid, "receiving migrations is not supported by this backend")
+
+    async def migrate_send(self, uuid: str, target: str) -> None:
+        """Send the running or paused domain to a domain waiting at ``target`` (what the
+        receiver's :meth:`migrate_receive` returned). End state here: paused with its state
+        handed over (then hard_shutdown, or unpause when the receiver failed). On failure
+        the domain is left as it was."""
+        raise BackendError(uuid, "sending migrations is not supported by this backend")
+
+    async def migrate_finish(self, uuid: str) -> DomainInfo:
+        """Receiver, once the sender's :meth:`migrate_send` returned: the guest runs here.
+        End state: running. On failure the domain is destroyed."""
+        raise BackendError(uuid, "receiving migrations is not supported by this backend")
+
+    async def migrate_complete(self, uuid: str) -> None:
+        """Receiver, once the sender's domain is gone: take over what it held."""
+        return None
+
+    async def migrate_abort(self, uuid: str) -> None:
+        """Receiver: give up a domain received (or being received). Idempotent."""
+        await self.hard_shutdown(uuid)
+
+    async def read_image(self, image: SuspendImage) -> bytes | None:
+        """A suspend image this backend keeps aside from its VDI, to send to another host
+        with the VDI; None when the image is in the VDI (it travels with the disk)."""
+        return None
+
+    async def write_image(self, uuid: str, image: SuspendImage, data: bytes) -> None:
+        """Keep ``data`` (another host's :meth:`read_image`) as domain ``uuid``'s suspend
+        image in ``image``."""
+        return None
+
+    async def sysprep(self, uuid: str, timeout: float) -> None:
+        """Have the guest agent run Windows sysprep with the answer file on the CD just
+        inserted (guests that can advertise ``feature-sysprep`` in ``GuestInfo.other``),
+        and wait up to ``timeout`` seconds for the guest to power off. End state: gone.
+        ShutdownTimeout when the guest did not finish in time (it keeps running);
+        BackendError when it cannot run sysprep."""
+        raise BackendError(uuid, "sysprep is not supported by this backend")
 
     async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
         """Plug or unplug vCPUs of a live domain, up to its maximum. Backends that cannot

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openxapi.xenops import sim_migrate
 from openxapi.xenops.backend import (
+    BackendError,
     BadDomainState,
     DomainBackend,
     DomainExists,
@@ -46,6 +48,10 @@ DEFAULT_HOST_CPUS = 64
 HINT_IGNORE_CLEAN = "sim_ignore_clean_shutdown"
 HINT_BOOT_TIME = "sim_boot_time"
 HINT_NO_AGENT = "sim_no_agent"
+#: "windows": the guest agent reports a Windows OS that can run sysprep.
+HINT_OS = "sim_os"
+#: Seconds a simulated sysprep runs before the guest powers off (default: shutdown_time).
+HINT_SYSPREP_TIME = "sim_sysprep_time"
 
 
 @dataclass(slots=True)
@@ -62,6 +68,25 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
+LINUX_OS = {
+    "name": "Debian GNU/Linux 12 (bookworm)",
+    "distro": "debian",
+    "major": "12",
+    "minor": "0",
+    "uname": "6.1.0-simulated-amd64",
+}
+#: What the reference's Windows agent reports (name|system root|boot partition).
+WINDOWS_OS = {
+    "name": "Microsoft Windows Server 2022 Standard|C:\\Windows|\\Device\\Harddisk0\\Partition2",
+    "distro": "windows",
+    "major": "10",
+    "minor": "0",
+    "spmajor": "0",
+    "spminor": "0",
+    "build": "20348",
+}
+
+
 def guest_report(dom: Mapping[str, Any]) -> GuestInfo:
     """What the simulated agent says about a booted guest (shaped as the reference's)."""
     networks: dict[str, str] = {}
@@ -74,14 +99,9 @@ def guest_report(dom: Mapping[str, Any]) -> GuestInfo:
                 f"{nic}/ipv6/0": f"fe80::{dom['domid']:x}:{i + 1}",
             }
         )
+    windows = str(dom.get("hints", {}).get(HINT_OS, "")).lower() == "windows"
     return GuestInfo(
-        os_version={
-            "name": "Debian GNU/Linux 12 (bookworm)",
-            "distro": "debian",
-            "major": "12",
-            "minor": "0",
-            "uname": "6.1.0-simulated-amd64",
-        },
+        os_version=WINDOWS_OS if windows else LINUX_OS,
         networks=networks,
         pv_drivers_version={"major": "8", "minor": "4", "micro": "0", "build": "1"},
         pv_drivers_detected=True,
@@ -94,6 +114,7 @@ def guest_report(dom: Mapping[str, Any]) -> GuestInfo:
             "feature-vcpu-hotplug": "1",
             "has-vendor-device": "0",
             "platform-feature-multiprocessor-suspend": "1",
+            **({"feature-sysprep": "1"} if windows else {}),
         },
         netbios_name={"host_name": str(dom["name"])[:15] or "guest"},
         last_updated=float(dom["booted_at"]),
@@ -327,6 +348,72 @@ class SimulatorBackend(DomainBackend):
         self._dirty()
         return self._info(dom)
 
+    # ---- migration to another host (see sim_migrate) -------------------------------------
+    _incoming: dict[str, sim_migrate.Incoming] | None = None
+
+    def _incoming_table(self) -> dict[str, sim_migrate.Incoming]:
+        if self._incoming is None:
+            self._incoming = {}
+        return self._incoming
+
+    async def migrate_receive(self, spec: DomainSpec) -> str:
+        if spec.uuid in self._domains or spec.uuid in self._incoming_table():
+            raise DomainExists(spec.uuid)
+        free = self.settings.host_memory - self._used_memory()
+        if spec.memory > free:
+            raise InsufficientResources(spec.uuid, f"needs {spec.memory}, free {free}")
+        incoming, address = await sim_migrate.listen(spec)
+        self._incoming_table()[spec.uuid] = incoming
+        return address
+
+    async def migrate_send(self, uuid: str, target: str) -> None:
+        dom = self._get(uuid)
+        if dom["state"] not in ("running", "paused"):
+            raise BadDomainState(uuid, dom["state"])
+        await sim_migrate.send(uuid, {k: v for k, v in dom.items() if k != "state"}, target)
+        dom["state"] = "paused"
+        self._dirty()
+
+    async def migrate_finish(self, uuid: str) -> DomainInfo:
+        incoming = self._incoming_table().pop(uuid, None)
+        if incoming is None:
+            raise DomainNotFound(uuid, "no domain is being received")
+        saved = await sim_migrate.received(incoming)
+        if uuid in self._domains:
+            raise DomainExists(uuid)
+        spec = incoming.spec
+        dom = {
+            **saved,
+            "uuid": uuid,
+            "name": spec.name,
+            "state": "running",
+            "domid": self._next_domid,
+            "nics": [n.device for n in spec.nics],
+        }
+        self._next_domid += 1
+        self._domains[uuid] = dom
+        if not dom.get("booted"):
+            self._schedule_boot(uuid)
+        self._dirty()
+        return self._info(dom)
+
+    async def migrate_abort(self, uuid: str) -> None:
+        incoming = self._incoming_table().pop(uuid, None)
+        if incoming is not None:
+            incoming.close()
+        await self.hard_shutdown(uuid)
+
+    async def read_image(self, image: SuspendImage) -> bytes | None:
+        saved = self._images.get(image.vdi_uuid)
+        return None if saved is None else json.dumps(saved).encode()
+
+    async def write_image(self, uuid: str, image: SuspendImage, data: bytes) -> None:
+        saved = json.loads(data)
+        if not isinstance(saved, dict):
+            raise BadDomainState(uuid, "not a suspend image")
+        self._images[image.vdi_uuid] = {**saved, "uuid": uuid}
+        self._dirty()
+
     async def hard_reboot(self, uuid: str) -> DomainInfo:
         dom = self._get(uuid)
         self._boot(dom, paused=False)
@@ -376,6 +463,24 @@ class SimulatorBackend(DomainBackend):
             self._schedule_boot(spec.uuid)
         self._dirty()
         return self._info(dom)
+
+    async def sysprep(self, uuid: str, timeout: float) -> None:
+        """The simulated agent "runs" sysprep, then the guest powers off."""
+        dom = self._get(uuid)
+        if dom["state"] != "running":
+            raise BadDomainState(uuid, dom["state"])
+        info = self._info(dom)
+        if info.guest is None or info.guest.other.get("feature-sysprep") != "1":
+            raise BackendError(uuid, "the guest cannot run sysprep")
+        hint = dom["hints"].get(HINT_SYSPREP_TIME)
+        delay = float(hint) if hint else self.settings.shutdown_time
+        if delay > timeout:
+            await asyncio.sleep(timeout)
+            raise ShutdownTimeout(uuid, f"{timeout}")
+        await asyncio.sleep(delay)
+        if self._domains.get(uuid) is not dom or dom["state"] != "running":
+            raise BadDomainState(uuid, "changed during sysprep")
+        self._remove(uuid)
 
     async def set_vcpus(self, uuid: str, count: int) -> DomainInfo:
         dom = self._get(uuid)

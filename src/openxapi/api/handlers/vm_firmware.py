@@ -1,23 +1,23 @@
-"""A VM's firmware settings: BIOS strings, the NVRAM map and Secure Boot readiness.
+"""A VM's firmware settings: BIOS strings, the NVRAM map and Secure Boot.
 
 BIOS strings can be filled in once (set_bios_strings or copy_bios_strings); the NVRAM map
-changes only while the VM is halted (the changing_NVRAM operation). Secure Boot readiness
-reads the UEFI variable store kept in NVRAM["EFI-variables"], in the serialised form the
-reference's varstored writes.
+changes only while the VM is halted (the changing_NVRAM operation). Secure Boot readiness,
+the UEFI mode and certificate updates work on the UEFI variable store kept in
+NVRAM["EFI-variables"], in the serialised form the reference's varstored writes.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import struct
 from typing import Any
 
+from openxapi.api import uefi
 from openxapi.api.context import CallContext
 from openxapi.api.registry import handler
 from openxapi.api.state import ServerState
+from openxapi.api.uefi import active_auth_files, store_of, truthy, uses_uefi
 from openxapi.api.vm_domains import domains_of
 from openxapi.errors import ApiError
+from openxapi.xenops import uefi_vars
 
 #: The reference's generic BIOS strings, in its order; set_bios_strings overrides some.
 GENERIC_BIOS_STRINGS: tuple[tuple[str, str], ...] = (
@@ -40,8 +40,6 @@ GENERIC_BIOS_STRINGS: tuple[tuple[str, str], ...] = (
 )
 SETTABLE_BIOS_KEYS = frozenset(k for k, _ in GENERIC_BIOS_STRINGS[:13])
 BIOS_STRING_LIMIT = 512
-
-EFI_VARIABLES = "EFI-variables"
 
 
 # ---- BIOS strings -----------------------------------------------------------------------
@@ -94,9 +92,7 @@ async def copy_bios_strings(state: ServerState, ctx: CallContext, vm: str, host:
 
 # ---- NVRAM ------------------------------------------------------------------------------
 @handler("VM.set_NVRAM")
-async def set_NVRAM(
-    state: ServerState, ctx: CallContext, self: str, value: dict[str, str]
-) -> Any:
+async def set_NVRAM(state: ServerState, ctx: CallContext, self: str, value: dict[str, str]) -> Any:
     async with domains_of(state).operation(self, "changing_NVRAM", ctx):
         state.store.update("VM", self, {"NVRAM": dict(value)})
     await state.store.sync()
@@ -127,78 +123,63 @@ async def remove_from_NVRAM(state: ServerState, ctx: CallContext, self: str, key
 
 
 # ---- Secure Boot ------------------------------------------------------------------------
-_NAME_LIMIT = 4096
-_DATA_LIMIT = 57344
-_HEADER = struct.Struct("<4sIQQ")  # magic "VARS", version 1, count, data length
-_FIXED_PER_VARIABLE = 8 + 8 + 16 + 4 + 16 + 32  # lengths, GUID, attributes, time, cert
-
-
-def efi_variable_names(blob: str) -> list[str] | None:
-    """The names in a serialised variable store (base64), as varstore-ls prints them
-    (the printable low bytes of each UTF-16 name); None when the store is malformed."""
-    try:
-        data = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if len(data) < _HEADER.size:
-        return None
-    magic, version, count, _ = _HEADER.unpack_from(data)
-    if magic != b"VARS" or version != 1:
-        return None
-    pos, rem = _HEADER.size, len(data) - _HEADER.size
-    names: list[str] = []
-    for _ in range(count):
-        if rem < _FIXED_PER_VARIABLE:
-            return None
-        rem -= _FIXED_PER_VARIABLE
-        (name_len,) = struct.unpack_from("<Q", data, pos)
-        if name_len == 0 or name_len > min(rem, _NAME_LIMIT):
-            return None
-        name = data[pos + 8 : pos + 8 + name_len]
-        pos += 8 + name_len
-        rem -= name_len
-        (data_len,) = struct.unpack_from("<Q", data, pos)
-        if data_len == 0 or data_len > min(rem, _DATA_LIMIT):
-            return None
-        pos += 8 + data_len + 16 + 4 + 16 + 32
-        rem -= data_len
-        names.append("".join(chr(b) for b in name[0::2] if 32 <= b < 127))
-    return names if rem == 0 else None
-
-
-def _uses_uefi(rec: dict[str, Any]) -> bool:
-    """The VM's firmware as the reference reads HVM_boot_params["firmware"] (BIOS if absent)."""
-    firmware = rec["HVM_boot_params"].get("firmware")
-    if firmware is None or firmware == "bios":
-        return False
-    if firmware != "uefi":
-        raise ApiError("INVALID_VALUE", "HVM-boot-params['firmware']", firmware)
-    on_boot = rec["NVRAM"].get("EFI-variables-on-boot")
-    if on_boot is not None and on_boot not in ("persist", "reset"):
-        raise ApiError("INVALID_VALUE", "NVRAM['EFI-variables-on-boot']", on_boot)
-    return True
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.lower() in ("true", "1")
-
-
 @handler("VM.get_secureboot_readiness")
 async def get_secureboot_readiness(state: ServerState, ctx: CallContext, self: str) -> Any:
     rec = state.record("VM", self)
-    if not _uses_uefi(rec):
+    if not uses_uefi(rec):
         return "not_supported"
-    if not _truthy(rec["platform"].get("secureboot")):
+    if not truthy(rec["platform"].get("secureboot")):
         return "disabled"
-    blob = rec["NVRAM"].get(EFI_VARIABLES)
-    if blob is None:
+    store = store_of(rec)
+    if store is None:
         return "first_boot"
-    names = efi_variable_names(blob)
-    if names is None:
-        raise ApiError(
-            "INTERNAL_ERROR", f"varstore-ls {rec['uuid']}: the EFI variables are malformed"
-        )
+    names = store.names()
     pk, kek, db, dbx = ("PK" in names, "KEK" in names, "db" in names, "dbx" in names)
     if pk and kek and db:
         return "ready" if dbx else "ready_no_dbx"
     return "certs_incomplete" if pk else "setup_mode"
+
+
+@handler("VM.set_uefi_mode")
+async def set_uefi_mode(state: ServerState, ctx: CallContext, self: str, mode: str) -> Any:
+    """varstore-sb-state: remove PK, KEK, db and dbx (setup mode), then for user mode enrol
+    the pool's keys again; the result is what the tool prints."""
+    rec = state.record("VM", self)
+    files = active_auth_files(state) if mode == "user" else {}
+    store = store_of(rec) or uefi_vars.VarStore()
+    out: list[str] = []
+    changed = False
+    for name in uefi.SECURE_NAMES:
+        out.append(f"Removing {name}...\n")
+        changed = store.remove(name, uefi_vars.security_guid(name)) or changed
+    if mode == "user":
+        before = len(out)
+        uefi.enrol(store, files, out)
+        changed = changed or any(line.endswith("...\n") for line in out[before:])
+    if changed:
+        uefi.save_store(state, self, uefi_vars.encode(store))
+        value = uefi.certificates_state(store, active_auth_files(state))
+        state.store.update("VM", self, {"secureboot_certificates_state": value})
+        await state.store.sync()
+    return "".join(out)
+
+
+@handler("VM.update_secureboot_certificates_on_boot")
+async def update_secureboot_certificates_on_boot(
+    state: ServerState, ctx: CallContext, self: str, mark: bool
+) -> Any:
+    """Mark (or unmark) an available certificate update to be applied at the next boot."""
+    current = state.record("VM", self)["secureboot_certificates_state"]
+    target = {(True, "update_available"): "update_on_boot"}
+    target[(False, "update_on_boot")] = "update_available"
+    if (mark, current) in target:
+        state.store.update("VM", self, {"secureboot_certificates_state": target[mark, current]})
+        await state.store.sync()
+        return ""
+    if (mark, current) in ((True, "update_on_boot"), (False, "update_available")):
+        return ""
+    verb = "set" if mark else "clear"
+    raise ApiError(
+        "OPERATION_NOT_ALLOWED",
+        f"Cannot {verb} update_on_boot: VM.secureboot_certificates_state is not in a valid state",
+    )

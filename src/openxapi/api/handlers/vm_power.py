@@ -18,6 +18,7 @@ from openxapi.api.registry import handler
 from openxapi.api.state import ServerState
 from openxapi.api.storage_access import storage_of
 from openxapi.api.tasks import tasks_of
+from openxapi.api.uefi import firmware_spec
 from openxapi.api.vm_domains import RUNNING_STATES, domains_of
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF
@@ -143,6 +144,7 @@ async def domain_spec(state: ServerState, ref: str, nics: list[NicSpec]) -> Doma
         initrd=_kernel_path(state, ref, rec["PV_ramdisk"]) if kernel else "",
         cmdline=rec["PV_args"] if kernel else "",
         forwards=_forwards(state, ref),
+        firmware=firmware_spec(state, ref),
     )
 
 

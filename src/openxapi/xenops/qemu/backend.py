@@ -42,7 +42,9 @@ from openxapi.xenops.backend import (
 )
 from openxapi.xenops.qemu import accel as accel_probe
 from openxapi.xenops.qemu import cmdline
+from openxapi.xenops.qemu import migrate as remote_migration
 from openxapi.xenops.qemu.agent import AgentUnavailable, query_guest, request_shutdown
+from openxapi.xenops.qemu.firmware import EfiVarsImages
 from openxapi.xenops.qemu.monitor import Monitor, MonitorGone
 
 log = logging.getLogger("openxapi.qemu")
@@ -185,6 +187,7 @@ class QemuBackend(DomainBackend):
         self._lock = asyncio.Lock()
         self.accel = "tcg" if self.settings.accel == "auto" else self.settings.accel
         self._probe: asyncio.Task[None] | None = None
+        self._efivars = EfiVarsImages(self.run_root, self._variables_changed)
 
     @property
     def capabilities(self) -> Mapping[str, bool]:
@@ -344,6 +347,7 @@ class QemuBackend(DomainBackend):
             paths.root.mkdir(mode=0o700, parents=True)
             domid = self._next_domid()
             spec, links = _linked_disks(spec, paths)
+            self._efivars.prepare(spec, paths.root)
             argv = cmdline.build(
                 spec,
                 paths,
@@ -385,6 +389,7 @@ class QemuBackend(DomainBackend):
             self._busy.discard(spec.uuid)
             with contextlib.suppress(OSError, ValueError):
                 self._kill(int(paths.pidfile.read_text().strip()), spec.uuid)
+            self._efivars.gone(spec.uuid, paths.root)
             self._remove_dir(paths)
             raise
         self._busy.discard(spec.uuid)
@@ -434,6 +439,7 @@ class QemuBackend(DomainBackend):
             if d.monitor.gone.is_set():
                 break
             if time.monotonic() >= next_agent:
+                self._efivars.poll(d.uuid)
                 if d.state == "running":
                     poll = await self._poll_agent(d, poll)
                 if self._sample_usage(d) or await self._sample_balloon(d):
@@ -512,6 +518,7 @@ class QemuBackend(DomainBackend):
             await asyncio.sleep(0.02)
         self._kill(d.pid, d.uuid)
         del self._domains[d.uuid]
+        self._efivars.gone(d.uuid, d.paths.root)
         self._remove_dir(d.paths)
         if d.stopping:
             return
@@ -750,6 +757,41 @@ class QemuBackend(DomainBackend):
         self._domains[uuid] = moved
         self._watch(moved)
         return moved.info()
+
+    # ---- live migration to another host (see qemu/migrate.py) ------------------------------------
+    #: Port forwards of received domains, taken over once the sender's QEMU is gone.
+    _migration_forwards: dict[str, dict[str, tuple[str, ...]]] | None = None
+
+    def _pending_forwards(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        if self._migration_forwards is None:
+            self._migration_forwards = {}
+        return self._migration_forwards
+
+    def migration_copies_disks(self) -> bool:
+        return True
+
+    async def migrate_receive(self, spec: DomainSpec) -> str:
+        target = await remote_migration.receive(self, spec)
+        self._pending_forwards()[spec.uuid] = dict(spec.forwards)
+        return target
+
+    async def migrate_send(self, uuid: str, target: str) -> None:
+        await remote_migration.send(self, uuid, target)
+
+    async def migrate_finish(self, uuid: str) -> DomainInfo:
+        try:
+            return await remote_migration.finish(self, uuid)
+        except BaseException:
+            self._pending_forwards().pop(uuid, None)
+            raise
+
+    async def migrate_complete(self, uuid: str) -> None:
+        forwards = self._pending_forwards().pop(uuid, {})
+        await remote_migration.add_forwards(self, uuid, forwards)
+
+    async def migrate_abort(self, uuid: str) -> None:
+        self._pending_forwards().pop(uuid, None)
+        await self.hard_shutdown(uuid)
 
     # ---- suspend and resume ---------------------------------------------------------------------
     def _kept_image(self, image: SuspendImage) -> Path:

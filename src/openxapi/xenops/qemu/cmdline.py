@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openxapi.xenops.backend import DiskSpec, DomainSpec, NicSpec
+from openxapi.xenops.qemu.firmware import qemu_args as firmware_args
 
 MIB = 1 << 20
 
@@ -139,6 +140,7 @@ def build(
     """argv for ``spec``; ``incoming`` restores a saved state (the domain then starts
     paused until the backend continues it)."""
     memory_mib = max(spec.memory // MIB, 1)
+    machine, firmware = firmware_args(spec.firmware, paths.root)
     argv = [
         binary,
         "-name",
@@ -148,7 +150,7 @@ def build(
         "-accel",
         accel + (",tb-size=64" if accel == "tcg" else ""),
         "-machine",
-        "pc",
+        machine,
         "-m",
         str(memory_mib),
         "-smp",
@@ -180,6 +182,7 @@ def build(
         "-D",
         str(paths.log),
         "-daemonize",
+        *firmware,
     ]
     if spec.kernel:
         argv += ["-kernel", spec.kernel]
