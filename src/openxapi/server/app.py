@@ -62,11 +62,13 @@ async def _start_network(state: ServerState) -> None:
 
 
 def _install_storage_routes(router: Router, dispatcher: Dispatcher) -> None:
-    """``/import_raw_vdi``, ``/export_raw_vdi``, ``/import`` and ``/export``."""
-    from openxapi.server import raw_vdi, xva
+    """``/import_raw_vdi``, ``/export_raw_vdi``, ``/import`` and ``/export``; and
+    ``/services/xenops`` (receiving migrations)."""
+    from openxapi.server import migration, raw_vdi, xva
 
     raw_vdi.install(router, dispatcher)
     xva.install(router, dispatcher)
+    migration.install(router, dispatcher)
 
 
 class AlreadyRunning(RuntimeError):
@@ -141,6 +143,9 @@ class App:
             await _start_storage(state)
             await _start_network(state)
             await start_domains(state)
+            from openxapi.api.dr_replication import resume_replication
+
+            await resume_replication(state)
         except Exception:
             log.exception("starting the storage and domain backends failed")
         finally:
@@ -231,6 +236,9 @@ class App:
                 for t in list(tasks.running.values()):
                     t.cancel()
         if self.state is not None:
+            from openxapi.api.dr_replication import stop_replication
+
+            await stop_replication(self.state)
             await stop_domains(self.state)
         if self._store is not None:
             await self._store.close()

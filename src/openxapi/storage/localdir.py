@@ -90,7 +90,7 @@ class LocalDirDriver(SRDriver):
     sm_configuration: ClassVar[Mapping[str, str]] = {
         "location": "directory of the SR (chosen by the server)"
     }
-    features: ClassVar[Mapping[str, int]] = READ_WRITE_FEATURES
+    features: ClassVar[Mapping[str, int]] = {**READ_WRITE_FEATURES, "SR_METADATA": 1}
     image_formats: ClassVar[tuple[str, ...]] = ("qcow2",)
 
     def __init__(self, ctx: DriverContext, sr_uuid: str, device_config: Mapping[str, str]):

@@ -164,7 +164,7 @@ class SimulatorDriver(SRDriver):
     sm_name: ClassVar[str] = "dummy"
     sm_description: ClassVar[str] = "Simulated storage: disks kept in memory, for tests"
     sm_configuration: ClassVar[Mapping[str, str]] = {"size": "capacity in bytes (optional)"}
-    features: ClassVar[Mapping[str, int]] = READ_WRITE_FEATURES
+    features: ClassVar[Mapping[str, int]] = {**READ_WRITE_FEATURES, "SR_METADATA": 1}
     image_formats: ClassVar[tuple[str, ...]] = ("raw",)
 
     def __init__(self, ctx: DriverContext, sr_uuid: str, device_config: Mapping[str, str]):
