@@ -33,20 +33,7 @@ _SNAPSHOT_FIELDS = ("is_a_snapshot", "snapshot_time", "snapshot_info", "transpor
 
 
 def _add_vm(state: ServerState, table: _Table, vm: str) -> None:
-    rec = state.record("VM", vm)
-    table.add("VM", vm)
-    for vif in rec["VIFs"]:
-        if table.add("VIF", vif):
-            table.add("network", state.record("VIF", vif)["network"])
-    for vbd in rec["VBDs"]:
-        if table.add("VBD", vbd):
-            vrec = state.record("VBD", vbd)
-            if not vrec["empty"]:
-                table.add_vdi(vrec["VDI"])
-    if rec["power_state"] == "Suspended":
-        table.add_vdi(rec["suspend_VDI"])
-    table.add("VM_metrics", rec["metrics"])
-    table.add("VM_guest_metrics", rec["guest_metrics"])
+    table.add_vm(vm, suspend_image=True)
 
 
 def streamed_vdis(state: ServerState, vms: list[str]) -> list[str]:

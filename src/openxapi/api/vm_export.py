@@ -127,24 +127,31 @@ class _Table:
         if self.add("VDI", vdi):
             self.add("SR", self.state.record("VDI", vdi)["SR"])
 
+    def add_vm(self, vm: str, suspend_image: bool) -> dict[str, Any]:
+        """The VM with its VIFs and networks, drives and disks (and, if asked, the memory
+        image of a suspended VM) and metrics; returns its record."""
+        state = self.state
+        rec = state.record("VM", vm)
+        self.add("VM", vm)
+        for vif in rec["VIFs"]:
+            if self.add("VIF", vif):
+                self.add("network", state.record("VIF", vif)["network"])
+        for vbd in rec["VBDs"]:
+            if self.add("VBD", vbd):
+                vrec = state.record("VBD", vbd)
+                if not vrec["empty"]:
+                    self.add_vdi(vrec["VDI"])
+        if suspend_image and rec["power_state"] == "Suspended":
+            self.add_vdi(rec["suspend_VDI"])
+        self.add("VM_metrics", rec["metrics"])
+        self.add("VM_guest_metrics", rec["guest_metrics"])
+        return rec
+
 
 def _select(state: ServerState, vm: str, preserve_power_state: bool) -> _Table:
     """The reference's walk from the VM to the objects its export holds."""
     table = _Table(state)
-    rec = state.record("VM", vm)
-    table.add("VM", vm)
-    for vif in rec["VIFs"]:
-        if table.add("VIF", vif):
-            table.add("network", state.record("VIF", vif)["network"])
-    for vbd in rec["VBDs"]:
-        if table.add("VBD", vbd):
-            vrec = state.record("VBD", vbd)
-            if not vrec["empty"]:
-                table.add_vdi(vrec["VDI"])
-    if preserve_power_state and rec["power_state"] == "Suspended":
-        table.add_vdi(rec["suspend_VDI"])
-    table.add("VM_metrics", rec["metrics"])
-    table.add("VM_guest_metrics", rec["guest_metrics"])
+    rec = table.add_vm(vm, preserve_power_state)
     table.add("host", rec["resident_on"])
     table.add("host", rec["affinity"])
     return table

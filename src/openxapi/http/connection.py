@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -58,6 +59,8 @@ class Shared:
     closing: bool = False
     connections: set[HttpConnection] = field(default_factory=set)
     per_address: dict[str, int] = field(default_factory=dict)
+    #: The last reply sent early, by (Response, method, version, keep-alive, second).
+    early_reply: tuple[tuple[object, ...], bytes, bool] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -237,7 +240,21 @@ class HttpConnection(asyncio.Protocol):
         ):
             return False
         method, version, keep_alive = self._current
-        self._early = self._send_whole(method, version, response, keep_alive)
+        if len(response.body) > _COALESCE_MAX:
+            self._early = self._send_whole(method, version, response, keep_alive)
+            return True
+        # Many waiters woken together get the same Response: its bytes are built once.
+        key = (response, method, version, keep_alive, int(time.time()))
+        cached = self._shared.early_reply
+        if cached is not None and cached[0] == key:
+            message, keep = cached[1], cached[2]
+        else:
+            data, body, keep = self._whole(method, version, response, keep_alive)
+            message = data + body
+            self._shared.early_reply = (key, message, keep)
+        assert self._transport is not None
+        self._transport.write(message)
+        self._early = keep
         return True
 
     def _peer_gone(self) -> None:
@@ -626,6 +643,22 @@ class HttpConnection(asyncio.Protocol):
 
     def _send_whole(self, method: str, version: str, response: Response, keep_alive: bool) -> bool:
         """Write a reply whose body is all in memory; returns whether to keep the connection."""
+        data, body, keep_alive = self._whole(method, version, response, keep_alive)
+        transport = self._transport
+        assert transport is not None
+        if not body:
+            transport.write(data)
+        elif len(body) <= _COALESCE_MAX:
+            transport.write(data + body)
+        else:
+            transport.write(data)
+            transport.write(body)
+        return keep_alive
+
+    def _whole(
+        self, method: str, version: str, response: Response, keep_alive: bool
+    ) -> tuple[bytes, bytes, bool]:
+        """Head and body bytes of a reply all in memory, and whether to keep the connection."""
         status = response.status
         lines, given_length, close = header_block(response.headers)
         if close or self._shared.closing:
@@ -645,16 +678,7 @@ class HttpConnection(asyncio.Protocol):
             body = b""
         else:
             data = b"%sContent-Length: %d\r\n%s" % (prefix, len(body), head_tail(keep_alive))
-        transport = self._transport
-        assert transport is not None
-        if not body:
-            transport.write(data)
-        elif len(body) <= _COALESCE_MAX:
-            transport.write(data + body)
-        else:
-            transport.write(data)
-            transport.write(body)
-        return keep_alive
+        return data, body, keep_alive
 
     async def _respond(
         self, method: str, version: str, response: Response, keep_alive: bool

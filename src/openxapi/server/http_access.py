@@ -21,7 +21,8 @@ from openxapi.api.context import CallContext
 from openxapi.api.dispatch import Dispatcher
 from openxapi.api.tasks import Tasks
 from openxapi.errors import ApiError
-from openxapi.http.message import Request, Response, text_response
+from openxapi.http.message import BodyStream, Request, Response, text_response
+from openxapi.storage.xva_format import premature_end
 
 #: Roles holding each HTTP permission (the reference's minimum role and those above it).
 VM_ADMIN_AND_UP = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
@@ -187,3 +188,17 @@ class HttpAccess:
         resp = text_response(status, " ".join(error.description()))
         resp.headers.append(("task-id", call.task))
         return resp
+
+
+class UploadBody:
+    """An upload's body as a byte source (for the XVA and migration readers); one cut
+    short is a premature end, not a clean one."""
+
+    def __init__(self, stream: BodyStream) -> None:
+        self.stream = stream
+
+    async def read(self, n: int = 65536) -> bytes:
+        data = await self.stream.read(n)
+        if not data and self.stream.truncated:
+            raise premature_end()
+        return data

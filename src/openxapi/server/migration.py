@@ -20,9 +20,9 @@ from openxapi.api import migrate_receiver
 from openxapi.api.context import CallContext
 from openxapi.api.dispatch import Dispatcher
 from openxapi.errors import ApiError
-from openxapi.http.message import BodyStream, Request, Response
+from openxapi.http.message import Request, Response
 from openxapi.http.router import Router
-from openxapi.storage.xva_format import premature_end
+from openxapi.server.http_access import UploadBody
 
 log = logging.getLogger("openxapi.migrate")
 
@@ -34,19 +34,6 @@ JSON = [("Content-Type", "application/json")]
 
 def _answer(status: int, doc: dict[str, Any]) -> Response:
     return Response(status, list(JSON), json.dumps(doc).encode())
-
-
-class _Body:
-    """The upload as a byte source; one cut short is a premature end."""
-
-    def __init__(self, stream: BodyStream) -> None:
-        self.stream = stream
-
-    async def read(self, n: int = 65536) -> bytes:
-        data = await self.stream.read(n)
-        if not data and self.stream.truncated:
-            raise premature_end()
-        return data
 
 
 class MigrationService:
@@ -119,7 +106,7 @@ class MigrationService:
     async def _import(self, req: Request) -> Any:
         assert req.stream is not None
         restore = req.query.get("restore", "") == "true"
-        return await migrate_receiver.receive(self.state, _Body(req.stream), restore)
+        return await migrate_receiver.receive(self.state, UploadBody(req.stream), restore)
 
     async def _image(self, req: Request) -> Any:
         assert req.stream is not None

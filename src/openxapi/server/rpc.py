@@ -66,9 +66,27 @@ def _context(
     )
 
 
+#: Replies up to this size are kept for the next waiter with the same answer.
+_SHARED_ANSWER_MAX = 256 * 1024
+
+
+class _LastAnswer:
+    """The last early XML-RPC reply, by the value it carries: the woken waiters that asked
+    the same thing are given one Response (so the connection encodes its bytes once)."""
+
+    value: Any = None
+    response: Response | None = None
+
+
 def _xml_answer(req: Request) -> Callable[[Any], bool]:
     def answer(value: Any) -> bool:
-        return req.answer_early(Response(200, XML_HEADERS, xmlrpc.encode_success(value)))
+        last = _LastAnswer
+        if last.response is not None and last.value is value:
+            return req.answer_early(last.response)
+        response = Response(200, XML_HEADERS, xmlrpc.encode_success(value))
+        small = len(response.body) <= _SHARED_ANSWER_MAX
+        last.value, last.response = (value, response) if small else (None, None)
+        return req.answer_early(response)
 
     return answer
 

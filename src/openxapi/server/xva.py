@@ -25,7 +25,7 @@ from openxapi.api.vm_import import VmImport
 from openxapi.errors import ApiError
 from openxapi.http.message import BodyStream, Request, Response, text_response
 from openxapi.http.router import Router
-from openxapi.server.http_access import HttpAccess, HttpCall, Refused, named_object
+from openxapi.server.http_access import HttpAccess, HttpCall, Refused, UploadBody, named_object
 from openxapi.spec.model import NULL_REF
 from openxapi.storage.driver import DiskReader
 from openxapi.storage.xva_format import (
@@ -35,7 +35,6 @@ from openxapi.storage.xva_format import (
     XvaReader,
     compression_available,
     parse_ova,
-    premature_end,
     xva_stream,
 )
 
@@ -52,19 +51,6 @@ def _copy_check(storage: Storage, vdi: str) -> Callable[[], None]:
 def _flag(req: Request, key: str) -> bool:
     """The reference's reading of boolean query flags: exactly "true"."""
     return req.query.get(key, "") == "true"
-
-
-class _Body:
-    """The request body as a byte source; an upload cut short is a premature end."""
-
-    def __init__(self, stream: BodyStream) -> None:
-        self.stream = stream
-
-    async def read(self, n: int = 65536) -> bytes:
-        data = await self.stream.read(n)
-        if not data and self.stream.truncated:
-            raise premature_end()
-        return data
 
 
 class _Guarded:
@@ -187,7 +173,7 @@ class XvaEndpoints:
         """Runs once the 200 is sent: read the XVA, make the VM, write its disks; then
         ``finish`` ends the request's session."""
         st = self.state
-        reader = XvaReader(_Body(stream))
+        reader = XvaReader(UploadBody(stream))
         job = VmImport(st, call.ctx, sr, restore=restore, force=force)
         ok = False
         try:
