@@ -230,7 +230,7 @@ def run(fx: Fixtures, _quick: bool) -> Section:
         )
     section.notes.append(
         f"{N} repetitions each; CPU is time.thread_time() of the event-loop thread (user + "
-        "system), so the store's writer thread is not in it"
+        "system), so the store's writer process is not in it"
     )
     section.data = m
     section.seconds = time.perf_counter() - t_start
