@@ -97,7 +97,10 @@ def sr(x: Any) -> str:
 
 @pytest.fixture(scope="module")
 def source(
-    server: ServerProcess, session: XenAPI.Session, x: Any, sr: str,
+    server: ServerProcess,
+    session: XenAPI.Session,
+    x: Any,
+    sr: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """A VM with one disk of known data, exported to a file."""

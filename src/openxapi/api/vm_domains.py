@@ -33,7 +33,7 @@ RUNNING_STATES = ("Running", "Paused")
 
 
 def backend_choice(backend: str, qemu_binary: str) -> str:
-    """"simulator" or "qemu": what ``--backend`` resolves to ("auto": QEMU when installed)."""
+    """ "simulator" or "qemu": what ``--backend`` resolves to ("auto": QEMU when installed)."""
     if backend == "auto":
         return "qemu" if shutil.which(qemu_binary) else "simulator"
     return backend
@@ -502,15 +502,14 @@ class _DiskHooks:
         if rec["type"] == "CD":
             from openxapi.errors import ApiError
 
-            raise ApiError(
-                "OPERATION_NOT_ALLOWED", "CD drives cannot be plugged into a running VM"
-            )
+            raise ApiError("OPERATION_NOT_ALLOWED", "CD drives cannot be plugged into a running VM")
         if rec["empty"]:
             return
         vdi = self.state.record("VDI", rec["VDI"])
         path, fmt = await attach_path(self.state, vdi, rec["mode"] == "RW")
-        disk = DiskSpec(rec["userdevice"], vdi["location"], rec["mode"] == "RO", path=path,
-                        format=fmt)
+        disk = DiskSpec(
+            rec["userdevice"], vdi["location"], rec["mode"] == "RO", path=path, format=fmt
+        )
         await self._call(self.backend.disk_plug(uuid, disk))
 
     async def vbd_unplug(self, vm: str, vbd: str, force: bool) -> None:

@@ -42,8 +42,10 @@ def _values(info: DomainInfo, rec: dict[str, Any]) -> dict[str, tuple[dict[str, 
     """Each data source of the domain with its current value."""
     inf = float("inf")
     out: dict[str, tuple[dict[str, Any], float]] = {
-        "memory": (_source("memory", "Memory currently allocated to VM", "B", 0, inf),
-                   float(info.memory_actual)),
+        "memory": (
+            _source("memory", "Memory currently allocated to VM", "B", 0, inf),
+            float(info.memory_actual),
+        ),
         "memory_target": (
             _source("memory_target", "Target of VM balloon driver", "B", 0, inf),
             float(rec["memory_target"] or rec["memory_dynamic_max"]),

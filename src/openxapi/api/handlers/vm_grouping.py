@@ -39,9 +39,7 @@ def appliance_operation_error(state: ServerState, appliance: str, op: str) -> Ap
         task, running = next(iter(current.items()))
         return ApiError("OTHER_OPERATION_IN_PROGRESS", "VM_appliance", appliance, running, task)
     states = [
-        vm["power_state"]
-        for ref in rec["VMs"]
-        if (vm := state.store.get("VM", ref)) is not None
+        vm["power_state"] for ref in rec["VMs"] if (vm := state.store.get("VM", ref)) is not None
     ]
     if not states:
         return ApiError("OPERATION_NOT_ALLOWED", "Appliance has no VMs.")
@@ -178,9 +176,7 @@ def _supports_quiesce(state: ServerState, vm: str, rec: dict[str, Any]) -> None:
 
 
 @handler("VM.set_snapshot_schedule")
-async def set_snapshot_schedule(
-    state: ServerState, ctx: CallContext, self: str, value: str
-) -> Any:
+async def set_snapshot_schedule(state: ServerState, ctx: CallContext, self: str, value: str) -> Any:
     """A VMSS ref or NULL; the schedule is checked before the VM, as the reference."""
     assert_feature_enabled(state, "VMSS")
     known = state.store.class_of(value) is not None

@@ -116,9 +116,7 @@ async def _open(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     tls = ssl.create_default_context() if parts.scheme == "https" else None
     port = port or (443 if tls else 80)
     try:
-        return await asyncio.open_connection(
-            parts.hostname, port, ssl=tls, limit=LINE_LIMIT
-        )
+        return await asyncio.open_connection(parts.hostname, port, ssl=tls, limit=LINE_LIMIT)
     except ssl.SSLError as e:
         raise ApiError("INTERNAL_ERROR", f"Connection failed: {e.reason or e}.") from None
     except OSError as e:
@@ -271,4 +269,3 @@ async def import_convert(
 ) -> Any:
     """The reference asks its "conversion" plugin for a converter first."""
     raise ApiError("XENAPI_MISSING_PLUGIN", "conversion")
-

@@ -51,9 +51,7 @@ def _is_hvm(rec: dict[str, Any]) -> bool:
     return bool(rec["HVM_boot_policy"])
 
 
-async def attach_path(
-    state: ServerState, vdi: dict[str, Any], writable: bool
-) -> tuple[str, str]:
+async def attach_path(state: ServerState, vdi: dict[str, Any], writable: bool) -> tuple[str, str]:
     """The image file and format a hypervisor opens for a VDI ("" when it has none)."""
     storage = storage_of(state)
     drv = await storage.driver(vdi["SR"])
@@ -79,9 +77,7 @@ def _kernel_path(state: ServerState, ref: str, path: str) -> str:
     real = Path(path).resolve()
     simulated = domains_of(state).backend.name == "simulator"  # boots no kernel
     if not real.is_relative_to(allowed) or not (simulated or real.is_file()):
-        raise ApiError(
-            "BOOTLOADER_FAILED", ref, f"{path} is not a kernel file in {allowed}"
-        )
+        raise ApiError("BOOTLOADER_FAILED", ref, f"{path} is not a kernel file in {allowed}")
     return str(real)
 
 
