@@ -4,6 +4,8 @@ of its own once the daemon's end of the socket closes."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -13,6 +15,8 @@ import pytest
 from openxapi.db import lockfile
 from openxapi.db.disk import Batch, Disk
 from openxapi.db.disk_process import DiskProcess, DiskProcessError
+from openxapi.db.store import Store, StoreError
+from tests.db.test_store import API, vm
 
 
 def _prepared(path: Path) -> None:
@@ -72,3 +76,38 @@ def test_a_second_owner_is_refused_until_the_first_lets_go(tmp_path: Path) -> No
         lockfile.acquire(path, wait=0.1)
     lockfile.release(first)
     lockfile.release(lockfile.acquire(path, wait=0.1))
+
+
+async def test_a_killed_writer_is_replaced_and_no_acknowledged_write_is_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = Store(API, path)
+    await store.open()
+    try:
+        ref, rec = vm(1)
+        store.create("VM", ref, rec)
+        await store.sync()
+        writer = store._writer_process
+        assert writer is not None and writer.pid is not None
+        first = writer.pid
+        os.kill(first, signal.SIGKILL)
+        acknowledged = []
+        for n in range(5):
+            store.update("VM", ref, {"name_label": f"after-{n}"})
+            try:
+                await store.sync()
+            except StoreError:
+                continue  # the batch the dead writer held: retried with the next one
+            acknowledged.append(f"after-{n}")
+        assert acknowledged, "writes must succeed again once the writer is replaced"
+        assert writer.pid is not None and writer.pid != first
+    finally:
+        await store.close()
+    again = Store(API, path)
+    await again.open()
+    try:
+        got = again.get("VM", ref)
+        assert got is not None and got["name_label"] == "after-4"
+    finally:
+        await again.close()

@@ -62,8 +62,9 @@ _COMPACT_CHUNK = 512
 # the commit, its fsync included, is one call that hands the GIL back once, not once per
 # statement (each hand-back costs the event loop thread a wake-up while it is busy).
 _CHUNK = 256
+# OR REPLACE: a batch retried after its writer died may already be on disk (same rows).
 _INSERT_DELTAS = [
-    "INSERT INTO changes (gen, ref, data) VALUES " + ", ".join(["(?, ?, ?)"] * n)
+    "INSERT OR REPLACE INTO changes (gen, ref, data) VALUES " + ", ".join(["(?, ?, ?)"] * n)
     for n in range(_CHUNK + 1)
 ]
 _SET_COUNTERS = (

@@ -181,6 +181,23 @@ class DiskProcess:
         loop = asyncio.get_running_loop()
         _transport, self._replies = await loop.create_unix_connection(_Replies, sock=ours)
 
+    async def ensure_running(self) -> bool:
+        """Start a new child if the last one has gone (killed, crashed); True if it did.
+        The request it was running failed and its caller retries it: requests are
+        idempotent, so one that reached the disk before the child died is harmless again."""
+        replies = self._replies
+        if replies is not None and replies.lost is None:
+            return False
+        if replies is not None and replies.transport is not None:
+            replies.transport.close()
+        self._replies = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            # The old child must have let go of the file before the new one opens it.
+            await asyncio.get_running_loop().run_in_executor(None, _reap, proc, 2.0)
+        await self.start()
+        return True
+
     async def call(self, op: str, *args: Any) -> Any:
         """Run one request in the child; raises DiskProcessError when it fails."""
         replies = self._replies
@@ -221,9 +238,9 @@ class DiskProcess:
                 await asyncio.get_running_loop().run_in_executor(None, _reap, proc)
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
+def _reap(proc: subprocess.Popen[bytes], wait: float = _EXIT_WAIT) -> None:
     try:
-        proc.wait(_EXIT_WAIT)
+        proc.wait(wait)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

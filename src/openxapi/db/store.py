@@ -646,6 +646,7 @@ class Store:
         # Counted afresh either way: a failed fold is retried after another threshold.
         self._stored_deltas = 0
         try:
+            await writer.ensure_running()
             await writer.call("compact")
         except Exception as exc:
             log.warning("store: compacting %s failed: %s", self._path, exc)
@@ -702,6 +703,8 @@ class Store:
         writer = self._writer_process
         assert writer is not None
         try:
+            if await writer.ensure_running():
+                log.warning("store: the writer process of %s had gone; restarted", self._path)
             await writer.commit(batch)
         except Exception as exc:
             log.error("store: writing %d changes to %s failed: %s", len(pending), self._path, exc)
