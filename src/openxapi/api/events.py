@@ -110,13 +110,27 @@ class Subscription:
         return [r for c, r in self.objects if c == lcls]
 
 
+#: Parsed subscriptions by their spec lists: watchers that ask the same thing share one
+#: object, so the replies of a wake-up are looked up by identity.
+_PARSED: dict[tuple[str, ...], Subscription] = {}
+_PARSED_LIMIT = 1024
+
+
 def parse_subscriptions(specs: list[str]) -> Subscription:
     """EVENT_SUBSCRIPTION_PARSE_FAILURE [spec] for a subscription without a class name
     (``""``, ``"/ref"``), which could never match anything."""
+    key = tuple(specs)
+    known = _PARSED.get(key)
+    if known is not None:
+        return known
     for spec in specs:
         if spec != "*" and not spec.partition("/")[0]:
             raise ApiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", spec)
-    return Subscription.parse(specs)
+    sub = Subscription.parse(specs)
+    if len(_PARSED) >= _PARSED_LIMIT:
+        _PARSED.clear()
+    _PARSED[key] = sub
+    return sub
 
 
 # ---------------------------------------------------------------------------- tokens
@@ -662,12 +676,24 @@ class EventHub:
         # Every reply goes out before any woken call resumes: the replies of waiters that
         # asked the same thing are computed once and sent straight to their connections,
         # and the calls then only unwind.
+        last: _Waiter | None = None
+        got: _Collected | None = None
         for w in woken:
             if w.answer_now is not None and not w.future.done():
-                try:
-                    got = self._collect(w.sub, w.objects_from, w.messages_from, w.codec)
-                except ApiError:
-                    continue  # the call itself raises it when it resumes
+                if (
+                    got is None
+                    or last is None
+                    or w.sub is not last.sub
+                    or w.objects_from != last.objects_from
+                    or w.messages_from != last.messages_from
+                    or w.codec != last.codec
+                ):
+                    try:
+                        got = self._collect(w.sub, w.objects_from, w.messages_from, w.codec)
+                    except ApiError:
+                        got = None
+                        continue  # the call itself raises it when it resumes
+                    last = w
                 if got.found and w.answer_now(got.reply):
                     w.answered = True
         for w in woken:
