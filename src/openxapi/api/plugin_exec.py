@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,16 +76,22 @@ class _Sink:
     data: bytearray = field(default_factory=bytearray)
     overflow: bool = False
 
-    async def drain(self, stream: asyncio.StreamReader) -> None:
+    async def drain(self, stream: asyncio.StreamReader, overflowed: Callable[[], None]) -> None:
+        """Read to the end of the stream. Past the limit, ``overflowed`` is called once and
+        the rest is read and dropped: a pipe left unread would never report its end, and
+        the process's exit is only reported once its pipes have ended."""
         while True:
             chunk = await stream.read(1 << 16)
             if not chunk:
                 return
+            if self.overflow:
+                continue
             room = self.limit - len(self.data)
             if len(chunk) > room:
                 self.data += chunk[:room]
                 self.overflow = True
-                return
+                overflowed()
+                continue
             self.data += chunk
 
     def text(self) -> str:
@@ -114,9 +122,10 @@ async def run(argv: list[str], stdin: bytes | None = None) -> tuple[str, str]:
         raise SpawnFailure("non-zero exit", "", "") from None
     assert proc.stdout is not None and proc.stderr is not None
     out, err = _Sink(STDOUT_LIMIT), _Sink(STDERR_LIMIT)
+    kill = functools.partial(_kill, proc)
     readers = [
-        asyncio.ensure_future(out.drain(proc.stdout)),
-        asyncio.ensure_future(err.drain(proc.stderr)),
+        asyncio.ensure_future(out.drain(proc.stdout, kill)),
+        asyncio.ensure_future(err.drain(proc.stderr, kill)),
     ]
     try:
         if stdin is not None and proc.stdin is not None:
@@ -124,12 +133,7 @@ async def run(argv: list[str], stdin: bytes | None = None) -> tuple[str, str]:
                 proc.stdin.write(stdin)
                 await proc.stdin.drain()
             proc.stdin.close()
-        waiter = asyncio.ensure_future(proc.wait())
-        pending = {waiter, *readers}
-        while not waiter.done():
-            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if out.overflow or err.overflow:
-                _kill(proc)
+        await proc.wait()
         await asyncio.wait(readers, timeout=DRAIN_GRACE)
     except BaseException:
         _kill(proc)

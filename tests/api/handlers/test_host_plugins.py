@@ -226,6 +226,18 @@ async def test_runaway_output_is_capped_and_the_plugin_killed(
     assert "killed" in err[3]
 
 
+async def test_a_flood_that_fills_every_buffer_still_ends(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Megabytes at once, then a long sleep: the program is killed past the cap, and the
+    # call must still end (the rest of its output is read and dropped, so the pipe ends).
+    monkeypatch.setattr(plugin_exec, "STDOUT_LIMIT", 1 << 12)
+    write_shell(plugins(w), "burst", "head -c 8388608 /dev/zero; exec sleep 60\n")
+    err = await asyncio.wait_for(plugin_fails(w, "burst", "f"), 20)
+    assert err[:2] == ["XENAPI_PLUGIN_FAILURE", "signal: SIGKILL"]
+    assert len(err[2]) == 1 << 12
+
+
 async def test_a_cancelled_call_kills_the_program(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     script = write_shell(tmp_path, "sleeper", f"echo $$ > {pidfile}; exec sleep 30\n")
