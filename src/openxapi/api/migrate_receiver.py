@@ -30,9 +30,10 @@ from openxapi.api.migrate_import import (
 )
 from openxapi.api.state import ServerState
 from openxapi.api.vm_domains import domains_of
+from openxapi.api.vm_import import import_xva
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF
-from openxapi.storage.xva_format import ByteSource, XvaError, XvaReader, parse_ova
+from openxapi.storage.xva_format import ByteSource, XvaReader
 from openxapi.xenops.backend import BackendError, InsufficientResources
 
 log = logging.getLogger("openxapi.migrate")
@@ -81,19 +82,7 @@ async def receive(state: ServerState, source: ByteSource, restore: bool) -> dict
     job = MigrationImport(state, CallContext(), restore=restore)
     reader = XvaReader(source)
     try:
-        header = parse_ova(await reader.read_ova())
-        await job.create(header)
-        reader.keep_checksums = header.export_vsn < 2
-        await job.receive(reader, verify=header.export_vsn > 0)
-        with contextlib.suppress(XvaError):
-            await reader.finish()
-        plain = await job.complete()
-    except XvaError as e:
-        await job.undo()
-        raise ApiError(e.code, *e.params) from None
-    except BaseException:
-        await job.undo()
-        raise
+        plain = await import_xva(job, reader)
     finally:
         await reader.close()
     vm = plain[0]

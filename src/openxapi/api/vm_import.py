@@ -16,6 +16,7 @@ errors pass).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -34,7 +35,15 @@ from openxapi.api.vm_domains import domains_of
 from openxapi.errors import ApiError
 from openxapi.spec.model import NULL_REF
 from openxapi.spec.values import now
-from openxapi.storage.xva_format import EXPORT_VSN, OvaHeader, OvaObject, XvaReader, write_disk
+from openxapi.storage.xva_format import (
+    EXPORT_VSN,
+    OvaHeader,
+    OvaObject,
+    XvaError,
+    XvaReader,
+    parse_ova,
+    write_disk,
+)
 
 log = logging.getLogger("openxapi.import")
 
@@ -611,3 +620,40 @@ class VmImport:
         finally:
             self.made = []
             await self.state.store.sync()
+
+
+def mark_objects_created(state: ServerState, ctx: CallContext) -> None:
+    """The reference's signal on the import's task that the objects exist (clients then
+    remap networks); nothing without a task."""
+    rec = state.store.get("task", ctx.task) if ctx.task else None
+    if rec is not None:
+        other = {**rec["other_config"], "object_creation": "complete"}
+        state.store.update("task", ctx.task, {"other_config": other})
+
+
+async def import_xva(job: VmImport, reader: XvaReader, force: bool = False) -> list[str]:
+    """Read one XVA into ``job``: the objects, then the disks (checked unless ``force``),
+    then the finishing touches; returns the refs made. On any failure what was made is
+    removed and an XVA format error becomes its XenAPI error. The caller closes ``reader``."""
+    try:
+        header = parse_ova(await reader.read_ova())
+        await job.create(header)
+        mark_objects_created(job.state, job.ctx)
+        vsn = header.export_vsn
+        reader.keep_checksums = vsn < 2
+        await job.receive(reader, verify=not force and vsn > 0)
+        if vsn < 2:
+            table = await reader.checksum_table()
+            if not reader.table_matches(table) and not force:
+                raise ApiError("IMPORT_ERROR_SOME_CHECKSUMS_FAILED")
+        with contextlib.suppress(XvaError):
+            await reader.finish()
+        return await job.complete()
+    except BaseException as exc:
+        try:
+            await job.undo()
+        except Exception:
+            log.exception("could not remove what a failed import made")
+        if isinstance(exc, XvaError):
+            raise ApiError(exc.code, *exc.params) from None
+        raise

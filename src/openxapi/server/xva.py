@@ -16,12 +16,11 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from openxapi.api.context import CallContext
 from openxapi.api.dispatch import Dispatcher
 from openxapi.api.storage_access import Storage, storage_of
 from openxapi.api.vm_domains import domains_of
 from openxapi.api.vm_export import plan_export
-from openxapi.api.vm_import import VmImport
+from openxapi.api.vm_import import VmImport, import_xva
 from openxapi.errors import ApiError
 from openxapi.http.message import BodyStream, Request, Response, text_response
 from openxapi.http.router import Router
@@ -31,10 +30,8 @@ from openxapi.storage.driver import DiskReader
 from openxapi.storage.xva_format import (
     COMPRESSIONS,
     ExportDisk,
-    XvaError,
     XvaReader,
     compression_available,
-    parse_ova,
     xva_stream,
 )
 
@@ -177,24 +174,9 @@ class XvaEndpoints:
         job = VmImport(st, call.ctx, sr, restore=restore, force=force)
         ok = False
         try:
-            header = parse_ova(await reader.read_ova())
-            await job.create(header)
-            self._objects_created(call.ctx)
-            vsn = header.export_vsn
-            reader.keep_checksums = vsn < 2
-            await job.receive(reader, verify=not force and vsn > 0)
-            if vsn < 2:
-                table = await reader.checksum_table()
-                if not reader.table_matches(table) and not force:
-                    raise ApiError("IMPORT_ERROR_SOME_CHECKSUMS_FAILED")
-            with contextlib.suppress(XvaError):
-                await reader.finish()
-            refs = await job.complete()
+            refs = await import_xva(job, reader, force)
             self.access.succeed(call, refs)
             ok = True
-        except XvaError as e:
-            log.info("import failed: %s %s", e.code, e.params)
-            self.access.fail(call.task, ApiError(e.code, *e.params))
         except ApiError as e:
             log.info("import failed: %s", e.description())
             self.access.fail(call.task, e)
@@ -206,25 +188,14 @@ class XvaEndpoints:
             self.access.fail(call.task, ApiError("IMPORT_ERROR", f"{type(e).__name__}: {e}"))
         finally:
             try:
-                if not ok:
-                    await job.undo()
-            except Exception:
-                log.exception("could not remove what a failed import made")
-            finally:
                 await reader.close()
+            finally:
                 await finish()
         if not ok:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader.discard_rest(), DISCARD_SECONDS)
         return
         yield b""  # an async generator that sends no body
-
-    def _objects_created(self, ctx: CallContext) -> None:
-        """The reference's signal that the objects exist (clients then remap networks)."""
-        rec = self.state.store.get("task", ctx.task)
-        if rec is not None:
-            other = {**rec["other_config"], "object_creation": "complete"}
-            self.state.store.update("task", ctx.task, {"other_config": other})
 
     # ---- export --------------------------------------------------------------------------
     def _vm(self, req: Request) -> str:

@@ -98,7 +98,7 @@ async def export_raw(
 ZERO_PREFIX = bytes(16)
 
 
-def _nonzero_runs(data: bytes | bytearray, n: int | None = None) -> Iterator[tuple[int, int]]:
+def nonzero_runs(data: bytes | bytearray, n: int | None = None) -> Iterator[tuple[int, int]]:
     """(offset, length) of the runs of ``data[:n]`` that are not all-zero 64 KiB blocks.
 
     A block whose first bytes are not zero (most blocks of real data) is decided without
@@ -134,7 +134,7 @@ class _BlockSink:
 
     def _write_runs(self, offset: int, data: bytes | bytearray, n: int) -> None:
         view = memoryview(data)
-        for start, length in _nonzero_runs(data, n):
+        for start, length in nonzero_runs(data, n):
             self.writer.write(offset + start, view[start : start + length])
 
     async def put(self, offset: int, data: bytes | bytearray, n: int | None = None) -> None:
@@ -306,7 +306,7 @@ async def _raw_to_file(reader: DiskReader, path: Path) -> None:
         for offset, n, data in _slices(reader, CHUNK):
             if data:
                 block = await _start_read(reader, offset, n, True)
-                for start, length in _nonzero_runs(block):
+                for start, length in nonzero_runs(block):
                     chunk = block[start : start + length]
                     await loop.run_in_executor(None, os.pwrite, fd, chunk, offset + start)
     finally:

@@ -29,7 +29,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Iterator,
     Sequence,
 )
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import IO, Any, Protocol, cast
 from xml.parsers import expat
 
 from openxapi.storage.driver import DiskReader, DiskWriter, Extent
+from openxapi.storage.transfer import nonzero_runs
 
 try:
     import xxhash as _xxhash
@@ -74,7 +74,6 @@ INFLATE_STEP = 1 << 20
 #: Bytes after the last disk read to find the end of the archive before giving up.
 MAX_TRAILER_BYTES = 64 << 20
 
-ZERO_BLOCK_64K = bytes(1 << 16)
 ZERO_CHUNK = bytes(CHUNK_SIZE)
 
 Progress = Callable[[int], None]
@@ -965,23 +964,6 @@ async def _checksum_off_loop(ext: str, data: bytearray) -> str:
 
 
 # ---- writing disks on import -------------------------------------------------------------
-
-
-def nonzero_runs(data: bytes | bytearray, block: int = 1 << 16) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the runs of ``data`` that are not all-zero ``block``s."""
-    n = len(data)
-    start = -1
-    zero = ZERO_BLOCK_64K if block == len(ZERO_BLOCK_64K) else bytes(block)
-    for i in range(0, n, block):
-        end = min(i + block, n)
-        if data[i] == 0 and data[i:end] == zero[: end - i]:
-            if start >= 0:
-                yield start, i - start
-                start = -1
-        elif start < 0:
-            start = i
-    if start >= 0:
-        yield start, n - start
 
 
 def _write_runs(writer: DiskWriter, offset: int, data: bytearray) -> None:

@@ -21,9 +21,9 @@ from openxapi.api.context import CallContext
 from openxapi.api.registry import handler
 from openxapi.api.state import ServerState
 from openxapi.api.storage_access import storage_of
-from openxapi.api.vm_import import VmImport
+from openxapi.api.vm_import import VmImport, import_xva
 from openxapi.errors import ApiError
-from openxapi.storage.xva_format import XvaError, XvaReader, parse_ova
+from openxapi.storage.xva_format import XvaReader
 
 log = logging.getLogger("openxapi.vm")
 
@@ -188,41 +188,10 @@ async def _import_stream(
     await storage_of(state).driver(sr)
     reader = XvaReader(body)
     job = VmImport(state, ctx, sr, restore=restore, force=force)
-    ok = False
     try:
-        header = parse_ova(await reader.read_ova())
-        await job.create(header)
-        _objects_created(state, ctx)
-        vsn = header.export_vsn
-        reader.keep_checksums = vsn < 2
-        await job.receive(reader, verify=not force and vsn > 0)
-        if vsn < 2:
-            table = await reader.checksum_table()
-            if not reader.table_matches(table) and not force:
-                raise ApiError("IMPORT_ERROR_SOME_CHECKSUMS_FAILED")
-        with contextlib.suppress(XvaError):
-            await reader.finish()
-        refs = await job.complete()
-        ok = True
-        return refs
-    except XvaError as e:
-        raise ApiError(e.code, *e.params) from None
+        return await import_xva(job, reader, force)
     finally:
-        try:
-            if not ok:
-                await job.undo()
-        except Exception:
-            log.exception("could not remove what a failed import made")
-        finally:
-            await reader.close()
-
-
-def _objects_created(state: ServerState, ctx: CallContext) -> None:
-    """The reference's signal on the task that the objects exist."""
-    rec = state.store.get("task", ctx.task) if ctx.task else None
-    if rec is not None:
-        other = {**rec["other_config"], "object_creation": "complete"}
-        state.store.update("task", ctx.task, {"other_config": other})
+        await reader.close()
 
 
 @handler("VM.import")
